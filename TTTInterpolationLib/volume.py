@@ -19,7 +19,8 @@ class Geometry:
 
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    direction: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    direction: tuple[tuple[float, float, float], ...] = (
+        (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 
     def direction_matrix(self) -> np.ndarray:
         """3x3 matrix whose column ``c`` is the LPS unit vector of array axis ``c``."""

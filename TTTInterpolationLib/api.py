@@ -1,0 +1,322 @@
+"""The Python API: interpolate and evaluate on numpy arrays or 4D files.
+
+This is what the CLI, the Slicer module's background process and console scripts call. Arrays
+are 3D ``(I, J, K)`` volumes in any intensity range; each is min-max normalised to [0, 1]
+(method.md section 6), zero-padded to the network's grid (multiples of 16) and mapped back, so
+outputs lie on the input's grid in the input's intensity range.
+
+Example::
+
+    import TTTInterpolationLib as tl
+    frames = tl.interpolate(ed, es, [0.25, 0.5, 0.75], ttt="cycle", steps=10)
+    seq = tl.interpolate_file("cine.nii.gz", frames=(0, 4), num=3, output="out.seq.nrrd")
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import TTTConfig
+from .device import resolve_device
+from .errors import InputError
+from .heads import TTTModel
+from .metrics import METRIC_NAMES, all_metrics
+from .model_grid import denormalize, from_model_grid, normalize_minmax, plan_mapping, to_model_grid
+from .progress import NullProgress, Progress, SubProgress
+from .ttt import Case, run_ttt
+from .volume import Sequence4D
+
+METHODS = ("uvinet", "linear")
+UNTRAINED_NOTE = ("no trained weights: UVI-Net runs with untrained (random) weights and behaves "
+                  "like linear blending; pass --weights FILE for a trained model (TTT with "
+                  "--ttt cycle still adapts it to the pair)")
+
+
+@dataclass
+class LoadedModel:
+    """A model with where it came from; ``trained`` is False for a random initialisation."""
+
+    model: TTTModel
+    device: torch.device
+    trained: bool
+    source: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def default_weights() -> Path | None:
+    """The weights used when none are given: none ship yet, so ``None`` (untrained)."""
+    return None
+
+
+def load_model(weights: str | os.PathLike | None = None, device: str = "auto",
+               sha256: str | None = None, seed: int = 0) -> LoadedModel:
+    """Load ``weights`` (or the default), or build an untrained model seeded by ``seed``."""
+    dev = resolve_device(device)
+    path = Path(weights) if weights is not None else default_weights()
+    if path is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = TTTModel()
+        return LoadedModel(model.to(dev).eval(), dev, False, "untrained (random initialisation)")
+    from .checkpoint import load_checkpoint
+
+    model, info = load_checkpoint(path, sha256=sha256, device=dev)
+    return LoadedModel(model.eval(), dev, bool(info.get("trained", True)), str(path), info)
+
+
+def times_between(num: int | None = None, times: Sequence[float] | None = None) -> list[float]:
+    """Validated fractional times strictly inside (0, 1): ``k / (num + 1)`` or the given ones."""
+    if (num is None) == (times is None):
+        raise InputError("give either a number of frames (--num) or the times (--times)")
+    if num is not None:
+        if num < 1:
+            raise InputError(f"number of frames to create must be >= 1, got {num}")
+        return [k / (num + 1) for k in range(1, num + 1)]
+    result = [float(t) for t in times]  # type: ignore[union-attr]
+    if not result:
+        raise InputError("--times needs at least one value")
+    bad = [t for t in result if not 0.0 < t < 1.0 or not math.isfinite(t)]
+    if bad:
+        raise InputError(f"times must lie strictly between 0 and 1 (fractions from frame A to "
+                         f"frame B), got {bad}")
+    return result
+
+
+def _check_volume(volume: np.ndarray, name: str) -> np.ndarray:
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim != 3:
+        raise InputError(f"{name} must be a 3D volume, got shape {volume.shape}")
+    if not np.isfinite(volume).all():
+        raise InputError(f"{name} contains NaN or infinite values: clean the image first")
+    return volume
+
+
+@dataclass
+class _Prepared:
+    """One pair on the model grid: normalised tensors plus what maps results back."""
+
+    case: Case
+    mapping: Any
+    ranges: tuple[tuple[float, float], tuple[float, float]]
+    normalized: tuple[np.ndarray, np.ndarray]
+
+
+def _prepare(frame0: np.ndarray, frame1: np.ndarray, times: Sequence[float],
+             device: torch.device) -> _Prepared:
+    f0, f1 = _check_volume(frame0, "frame A"), _check_volume(frame1, "frame B")
+    if f0.shape != f1.shape:
+        raise InputError(f"frame A {f0.shape} and frame B {f1.shape} must have the same shape")
+    mapping = plan_mapping(f0.shape)
+    (n0, r0), (n1, r1) = normalize_minmax(f0), normalize_minmax(f1)
+
+    def tensor(v: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(to_model_grid(v, mapping), np.float32))[
+            None, None].to(device)
+
+    return _Prepared(Case(tensor(n0), tensor(n1), list(times)), mapping, (r0, r1), (n0, n1))
+
+
+def _predict_normalized(prepared: Sequence[_Prepared], method: str, ttt: TTTConfig,
+                        loaded: LoadedModel | None, progress: Progress) -> list[list[np.ndarray]]:
+    """Per case, the frames at its times in [0, 1] on the original grid."""
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    if method == "linear":
+        out = [[(1 - t) * p.normalized[0] + t * p.normalized[1] for t in p.case.times]
+               for p in prepared]
+        progress.update("predict", 1.0, "linear blending")
+        return out
+    if loaded is None:
+        raise ValueError("UVI-Net prediction needs a loaded model")
+    frames = run_ttt(loaded.model, [p.case for p in prepared], ttt, progress)
+    return [[from_model_grid(f[0, 0].float().cpu().numpy(), p.mapping) for f in case_frames]
+            for p, case_frames in zip(prepared, frames, strict=True)]
+
+
+def _ttt_config(ttt: str | TTTConfig, scheme: str, steps: int | None, lr: float | None,
+                seed: int) -> TTTConfig:
+    if isinstance(ttt, TTTConfig):
+        return ttt
+    kwargs: dict[str, Any] = {"task": ttt, "scheme": scheme, "lr": lr, "seed": seed}
+    if steps is not None:
+        kwargs["steps"] = steps
+    return TTTConfig(**kwargs)
+
+
+def interpolate(
+    frame0: np.ndarray,
+    frame1: np.ndarray,
+    times: Sequence[float],
+    *,
+    method: str = "uvinet",
+    ttt: str | TTTConfig = "none",
+    scheme: str = "online",
+    steps: int | None = None,
+    lr: float | None = None,
+    weights: str | os.PathLike | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    model: LoadedModel | None = None,
+    progress: Progress | None = None,
+) -> list[np.ndarray]:
+    """Frames at fractional ``times`` (strictly between 0 and 1) between two 3D volumes.
+
+    Returns float32 volumes of the inputs' shape; intensities follow the inputs' ranges
+    (blended linearly in ``t``). ``model`` reuses an already loaded model.
+    """
+    progress = progress or NullProgress()
+    times = times_between(times=times)
+    config = _ttt_config(ttt, scheme, steps, lr, seed)
+    loaded = None
+    if method == "uvinet":
+        progress.update("load", 0.0, "loading model")
+        loaded = model or load_model(weights, device, seed=seed)
+    prepared = _prepare(frame0, frame1, times, loaded.device if loaded else torch.device("cpu"))
+    normalized = _predict_normalized([prepared], method, config, loaded,
+                                     SubProgress(progress, 0.05, 0.95))[0]
+    (lo0, hi0), (lo1, hi1) = prepared.ranges
+    return [denormalize(f, ((1 - t) * lo0 + t * lo1, (1 - t) * hi0 + t * hi1)).astype(np.float32)
+            for t, f in zip(times, normalized, strict=True)]
+
+
+def check_frame_pair(seq: Sequence4D, a: int, b: int) -> None:
+    """Frame numbers must be distinct item positions of ``seq``."""
+    n = seq.num_frames
+    for f in (a, b):
+        if not 0 <= f < n:
+            raise InputError(f"frame {f} is out of range: the input has frames 0 to {n - 1}")
+    if a == b:
+        raise InputError(f"frames A and B must differ, got {a} twice")
+
+
+def interpolate_sequence(seq: Sequence4D, frames: tuple[int, int], times: Sequence[float],
+                         **options: Any) -> Sequence4D:
+    """New frames between items ``frames`` of ``seq``, at fractional index values.
+
+    The index value of ``t`` is ``v_A + t (v_B - v_A)``, strictly between the two frames' own.
+    """
+    a, b = frames
+    check_frame_pair(seq, a, b)
+    out = interpolate(seq.frames[a], seq.frames[b], times, **options)
+    va, vb = seq.index_values[a], seq.index_values[b]
+    return Sequence4D(np.stack(out), seq.geometry, [va + t * (vb - va) for t in times],
+                      seq.index_name, seq.index_unit)
+
+
+def interpolate_file(inputs: str | os.PathLike | Sequence[str | os.PathLike],
+                     frames: tuple[int, int], output: str | os.PathLike, *,
+                     num: int | None = None, times: Sequence[float] | None = None,
+                     **options: Any) -> Sequence4D:
+    """Read a 4D file (or a list of 3D frame files), interpolate, write ``output`` atomically."""
+    from .volume_io import check_output_path, read_4d, write_4d
+
+    check_output_path(output)
+    fractions = times_between(num, times)
+    seq = read_4d(inputs)
+    result = interpolate_sequence(seq, frames, fractions, **options)
+    write_4d(output, result)
+    return result
+
+
+@dataclass(frozen=True)
+class EvalSetting:
+    """One row of an evaluation table."""
+
+    label: str
+    method: str
+    ttt: TTTConfig = field(default_factory=TTTConfig)
+
+
+def _summary(values: list[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name in METRIC_NAMES:
+        arr = np.array([v[name] for v in values], dtype=np.float64)
+        out[name] = float(arr.mean())
+        out[f"{name}_std"] = float(arr.std())
+    return out
+
+
+@dataclass
+class Evaluation:
+    """Scores per setting (``rows``) and what they were computed from, for figures and files."""
+
+    rows: list[dict[str, Any]]
+    cases: list[tuple[int, int, list[int], list[float]]]
+    truths: list[list[np.ndarray]]
+    predictions: dict[str, list[list[np.ndarray]]]
+
+
+def evaluate_sequence(seq: Sequence4D, pairs: Sequence[tuple[int, int]],
+                      settings: Sequence[EvalSetting], *, weights: str | os.PathLike | None = None,
+                      device: str = "auto", seed: int = 0, model: LoadedModel | None = None,
+                      progress: Progress | None = None) -> Evaluation:
+    """Hide the frames strictly between each pair, predict them with every setting, score them.
+
+    Each pair is one test case (TTT schemes run across the cases in the given order). Metrics
+    are the published ones, on the input's grid, prediction in [0, 1] against the ground truth
+    min-max normalised per volume; one row per setting with means, standard deviations over
+    all predicted frames, ``n_frames`` and ``seconds_per_case``.
+    """
+    progress = progress or NullProgress()
+    cases = []
+    for a, b in pairs:
+        check_frame_pair(seq, a, b)
+        hidden = list(range(a + 1, b)) if a < b else list(range(a - 1, b, -1))
+        if not hidden:
+            raise InputError(f"frames {a} and {b} are neighbours: no frame between them to hide")
+        va, vb = seq.index_values[a], seq.index_values[b]
+        cases.append((a, b, hidden, [(seq.index_values[i] - va) / (vb - va) for i in hidden]))
+    loaded = None
+    if any(s.method == "uvinet" for s in settings):
+        loaded = model or load_model(weights, device, seed=seed)
+    dev = loaded.device if loaded else torch.device("cpu")
+    prepared = [_prepare(seq.frames[a], seq.frames[b], times, dev) for a, b, _, times in cases]
+    truths = [[normalize_minmax(seq.frames[i])[0] for i in hidden] for _, _, hidden, _ in cases]
+    rows, predictions = [], {}
+    for k, setting in enumerate(settings):
+        sub = SubProgress(progress, k / len(settings), (k + 1) / len(settings))
+        start = time.perf_counter()
+        predicted = _predict_normalized(prepared, setting.method, setting.ttt, loaded, sub)
+        seconds = (time.perf_counter() - start) / len(cases)
+        predictions[setting.label] = predicted
+        scores = [all_metrics(p, g) for preds, gts in zip(predicted, truths, strict=True)
+                  for p, g in zip(preds, gts, strict=True)]
+        row: dict[str, Any] = {
+            "label": setting.label, "method": setting.method,
+            "ttt": setting.ttt.resolved().to_dict() if setting.method == "uvinet" else None,
+            **_summary(scores), "n_frames": len(scores), "n_cases": len(cases),
+            "seconds_per_case": seconds}
+        if loaded is not None and setting.method == "uvinet":
+            row.update(weights=loaded.source, trained=loaded.trained)
+        rows.append(row)
+    return Evaluation(rows, cases, truths, predictions)
+
+
+def evaluate_file(inputs: str | os.PathLike | Sequence[str | os.PathLike],
+                  pairs: Sequence[tuple[int, int]], settings: Sequence[EvalSetting],
+                  **options: Any) -> Evaluation:
+    """:func:`evaluate_sequence` on a 4D file or a list of 3D frame files."""
+    from .volume_io import read_4d
+
+    return evaluate_sequence(read_4d(inputs), pairs, settings, **options)
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Plain-text table: one row per setting, metrics as mean +- std."""
+    header = (f"{'method':<28} {'PSNR':>15} {'NCC':>15} {'SSIM':>15} {'NMSE (x100)':>15} "
+              f"{'frames':>6} {'s/case':>8}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        cells = [f"{r[m]:.3f} ± {r[m + '_std']:.3f}" for m in METRIC_NAMES]
+        lines.append(f"{r['label']:<28} " + " ".join(f"{c:>15}" for c in cells)
+                     + f" {r['n_frames']:>6} {r['seconds_per_case']:>8.2f}")
+    return "\n".join(lines)

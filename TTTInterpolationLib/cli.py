@@ -1,0 +1,250 @@
+"""The ``tttinterp`` command line (also ``python -m TTTInterpolationLib``): a thin layer over
+:mod:`TTTInterpolationLib.api`.
+
+Bad input ends with one line on stderr and exit code 2, no traceback and nothing written;
+heavy modules (torch) are imported only once a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from .config import SCHEMES, TASKS
+from .errors import InputError
+
+EXIT_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (and exit 2) instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False) -> None:
+    g = p.add_argument_group("model and test-time training")
+    g.add_argument("--method", choices=("uvinet", "linear"), default="uvinet",
+                   help="uvinet (default) or plain linear blending of the two frames")
+    g.add_argument("--ttt", choices=TASKS, default=["none"] if many_tasks else "none",
+                   nargs="+" if many_tasks else None,
+                   help="self-supervised task adapted on at test time"
+                   + (" (several: one table row each)" if many_tasks else "") + " (default none)")
+    g.add_argument("--scheme", choices=SCHEMES, default="online",
+                   help="online (reset per case, default), minibatch (carry weights to the next "
+                   "case) or naive (adapt on all cases, then predict)")
+    g.add_argument("--steps", type=int, default=None,
+                   help="TTT optimiser steps per case (epochs for naive); default 10")
+    g.add_argument("--lr", type=float, default=None,
+                   help="TTT learning rate (default per task: rotation 1e-4, mae 2e-4, cycle 1e-3)")
+    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=None,
+                   help="TTT optimiser (default per task: adam, adamw for mae)")
+    g.add_argument("--adapt", choices=("auto", "features", "all"), default="auto",
+                   help="parameters TTT updates: features (shared feature extractor, the "
+                   "paper's choice), all (whole UVI-Net), auto = all for cycle, else features")
+    g.add_argument("--weights", default=None, help="checkpoint file (.safetensors or .pt)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                   help="auto picks CUDA, then Apple MPS, then CPU")
+    g.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    g.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar",
+                   help="bar on stderr (default), jsonl = JSON lines on stdout, or none")
+
+
+def _ttt_config(args: argparse.Namespace, task: str) -> Any:
+    from .config import TTTConfig
+
+    kwargs: dict[str, Any] = {"task": task, "scheme": args.scheme, "lr": args.lr,
+                              "optimizer": args.optimizer, "adapt": args.adapt, "seed": args.seed}
+    if args.steps is not None:
+        kwargs["steps"] = args.steps
+    return TTTConfig(**kwargs)
+
+
+def _frame_pair(values: Sequence[int]) -> tuple[int, int]:
+    return int(values[0]), int(values[1])
+
+
+def _note_untrained(args: argparse.Namespace, progress: Any) -> None:
+    """Say plainly when UVI-Net runs untrained."""
+    from .api import UNTRAINED_NOTE, default_weights
+
+    if args.method == "uvinet" and args.weights is None and default_weights() is None:
+        print(f"tttinterp: note: {UNTRAINED_NOTE}", file=sys.stderr)
+        progress.update("load", 0.0, "note: " + UNTRAINED_NOTE)
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from .api import interpolate_file
+    from .progress import make_progress
+
+    config = _ttt_config(args, args.ttt)
+    progress = make_progress(args.progress)
+    _note_untrained(args, progress)
+    result = interpolate_file(
+        args.inputs, _frame_pair(args.frames), args.output, num=args.num, times=args.times,
+        method=args.method, ttt=config, weights=args.weights, device=args.device,
+        seed=args.seed, progress=progress)
+    progress.update("done", 1.0, f"wrote {result.num_frames} frames to {args.output}")
+    progress.close()
+    if args.progress != "jsonl":
+        values = ", ".join(f"{v:g}" for v in result.index_values)
+        print(f"wrote {result.num_frames} frames at index values {values} to {args.output}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .api import EvalSetting, evaluate_file, format_table
+    from .config import TTTConfig
+    from .progress import make_progress
+    from .volume_io import check_output_path
+
+    if args.json:
+        check_output_path(args.json, suffixes=(".json",))
+    settings = [EvalSetting("linear blending", "linear")]
+    if args.method == "uvinet":
+        for task in dict.fromkeys(["none", *args.ttt]):
+            config = _ttt_config(args, task)
+            label = "UVI-Net" if task == "none" else f"UVI-Net + TTT {task} ({config.scheme})"
+            settings.append(EvalSetting(label, "uvinet", config if task != "none"
+                                        else TTTConfig()))
+    progress = make_progress(args.progress)
+    _note_untrained(args, progress)
+    pairs = [_frame_pair(f) for f in args.frames]
+    rows = evaluate_file(args.inputs, pairs, settings, weights=args.weights, device=args.device,
+                         seed=args.seed, progress=progress).rows
+    progress.update("done", 1.0, "evaluation finished")
+    progress.close()
+    table = format_table(rows)
+    print(table, file=sys.stderr if args.progress == "jsonl" else sys.stdout)
+    if args.json:
+        from .volume_io import atomic_write_text
+
+        summary = {k: v for k, v in rows[-1].items()}
+        summary.update({"input": [str(p) for p in args.inputs], "pairs": pairs, "table": rows})
+        atomic_write_text(args.json, json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_phantom(args: argparse.Namespace) -> int:
+    from .datasets import write_phantom_pairs
+    from .phantoms import Shift, make_phantom_sequence
+    from .volume_io import check_output_path, write_4d
+
+    shift = Shift.parse(args.shift) if args.shift else None
+    size = tuple(args.size)
+    if args.pairs:
+        paths = write_phantom_pairs(args.output, args.pairs, kind=args.kind, size=size,
+                                    seed=args.seed, shift=shift)
+        print(f"wrote {len(paths)} {args.kind} ED/ES pairs to {args.output}")
+        return 0
+    check_output_path(args.output)
+    seq = make_phantom_sequence(args.kind, args.frames, size, args.seed, shift)
+    write_4d(args.output, seq)
+    print(f"wrote {args.kind} phantom, {seq.num_frames} frames of {seq.shape3d} to {args.output}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, steps=args.steps, device=args.device, weights=args.weights,
+             progress_kind=args.progress)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainOptions, train
+
+    options = TrainOptions(data=args.data, out=args.out, epochs=args.epochs,
+                           size=tuple(args.size), limit=args.limit, lr=args.lr,
+                           aux_weight=args.aux_weight, seed=args.seed, device=args.device,
+                           resume=args.resume)
+    train(options, progress_kind=args.progress)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tttinterp", description="UVI-Net 4D medical image interpolation with "
+                     "test-time training (TTTInterpolation engine).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("interpolate", help="create frames between two frames of a 4D image")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="a 4D file (.nii.gz, .nrrd, .seq.nrrd) or several 3D frame files")
+    p.add_argument("--frames", nargs=2, type=int, required=True, metavar=("A", "B"),
+                   help="item numbers (0-based) of the two frames to interpolate between")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--num", type=int, help="number of evenly spaced frames to create")
+    when.add_argument("--times", type=float, nargs="+",
+                      help="fractions strictly between 0 (frame A) and 1 (frame B)")
+    p.add_argument("-o", "--output", required=True, help="output .seq.nrrd or .nii.gz")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("evaluate", help="hide frames between pairs, predict them, score them")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--frames", nargs=2, type=int, required=True, action="append",
+                   metavar=("A", "B"), help="a pair of frames (repeat for more cases)")
+    p.add_argument("--json", default=None, help="also write the results to this .json file")
+    _add_model_options(p, many_tasks=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("phantom", help="write a synthetic 4D phantom with exact ground truth")
+    p.add_argument("--kind", choices=("cardiac", "lung"), default="cardiac")
+    p.add_argument("--frames", type=int, default=10, help="frames over one cycle (default 10)")
+    p.add_argument("--size", type=int, nargs=3, default=(64, 64, 32), metavar=("X", "Y", "Z"))
+    p.add_argument("--shift", default=None,
+                   help="distribution shift, e.g. noise=0.05,gamma=1.5,scale=1.2,bias=0.3,blur=1")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pairs", type=int, default=0,
+                   help="instead: write N ED/ES pairs (seeds seed..seed+N-1) into the folder "
+                   "OUTPUT in the ACDC layout, for `tttinterp train`")
+    p.add_argument("-o", "--output", required=True,
+                   help=".seq.nrrd or .nii.gz (a folder with --pairs)")
+    p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("demo", help="the embedded default: phantom in, table and figure out")
+    p.add_argument("--out", default="tttinterp-demo", help="output folder (default tttinterp-demo)")
+    p.add_argument("--steps", type=int, default=10, help="TTT steps (default 10)")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train UVI-Net and its heads on ED/ES pairs")
+    p.add_argument("--data", required=True, help="folder of patientNNN_ED/ES.nii.gz pairs")
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    p.add_argument("--size", type=int, nargs=3, default=(128, 128, 32), metavar=("X", "Y", "Z"),
+                   help="model grid: centre crop/zero-pad to this size (default 128 128 32)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N pairs")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--aux-weight", type=float, default=1.0,
+                   help="lambda of L_main + lambda (L_rotation + L_mae) (default 1)")
+    p.add_argument("--resume", default=None, help="checkpoint to continue from")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except InputError as exc:
+        print(f"tttinterp: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("tttinterp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Training and test-time losses: UVI-Net's unsupervised cycle loss (method.md section 5).
+
+The cycle loss needs no intermediate frame, so it serves three roles: training, the ``cycle``
+test-time-training task, and instance optimisation on one pair. Random times come from a
+``torch.Generator`` so a seed replays a run exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .metrics import local_squared_correlation
+from .networks import UVINet
+from .warp import warp
+
+
+def ncc_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Minus the mean local squared correlation (window 9^3)."""
+    return -local_squared_correlation(a, b).mean()
+
+
+def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``mean(sqrt(d^2 + eps))``: a smooth L1."""
+    return torch.sqrt((a - b) ** 2 + eps).mean()
+
+
+def grad_l2(flow: torch.Tensor) -> torch.Tensor:
+    """Mean squared forward differences of ``(B, 3, D1, D2, D3)``, averaged over the three axes."""
+    d1 = flow[:, :, 1:] - flow[:, :, :-1]
+    d2 = flow[:, :, :, 1:] - flow[:, :, :, :-1]
+    d3 = flow[:, :, :, :, 1:] - flow[:, :, :, :, :-1]
+    return ((d1**2).mean() + (d2**2).mean() + (d3**2).mean()) / 3.0
+
+
+def similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``NCC loss + Charbonnier``, the image term used throughout the cycle loss."""
+    return ncc_loss(a, b) + charbonnier(a, b)
+
+
+def _uniform(low: float, high: float, batch: int, generator: torch.Generator | None,
+             like: torch.Tensor) -> torch.Tensor:
+    u = torch.rand(batch, generator=generator, dtype=torch.float64)
+    return (low + (high - low) * u).to(device=like.device, dtype=like.dtype)
+
+
+def _bt(t: torch.Tensor) -> torch.Tensor:
+    return t.view(-1, 1, 1, 1, 1)
+
+
+def cycle_loss(model: UVINet, i0: torch.Tensor, i1: torch.Tensor,
+               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """UVI-Net's loss on the pair ``(i0, i1)``; returns the terms and their sum under ``"total"``.
+
+    Draws t1 ~ U(-0.5, 0), t2 ~ U(0, 1), t3 ~ U(1, 1.5) per batch item, makes virtual frames
+    V1, V2, V3 with the first-pass flows (not detached), re-runs the same network on (V1, V2)
+    and (V2, V3) and reconstructs the real ends. All terms have weight 1.
+    """
+    batch = i0.shape[0]
+    t1 = _uniform(-0.5, 0.0, batch, generator, i0)
+    t2 = _uniform(0.0, 1.0, batch, generator, i0)
+    t3 = _uniform(1.0, 1.5, batch, generator, i0)
+
+    phi01, phi10 = model.flow(i0, i1)
+    registration = (similarity(warp(i0, phi01), i1) + grad_l2(phi01)
+                    + similarity(warp(i1, phi10), i0) + grad_l2(phi10))
+
+    v1 = warp(i0, _bt(t1) * phi01)
+    v3 = warp(i1, _bt(1.0 - t3) * phi10)
+    early = t2 < 0.5
+    if bool(early.all()):
+        v2 = warp(i0, _bt(t2) * phi01)
+    elif not bool(early.any()):
+        v2 = warp(i1, _bt(1.0 - t2) * phi10)
+    else:
+        v2 = torch.where(_bt(early), warp(i0, _bt(t2) * phi01), warp(i1, _bt(1.0 - t2) * phi10))
+
+    p1, p2, p3 = model.features(v1), model.features(v2), model.features(v3)
+    s0 = (0.0 - t1) / (t2 - t1)
+    s1 = (1.0 - t2) / (t3 - t2)
+    i0_hat, r0 = model.synthesize(v1, v2, s0, model.flow(v1, v2), (p1, p2))
+    i1_hat, r1 = model.synthesize(v2, v3, s1, model.flow(v2, v3), (p2, p3))
+    reconstruction = similarity(i0_hat, i0) + similarity(i1_hat, i1)
+    residual = r0.abs().mean() + r1.abs().mean()
+    total = registration + reconstruction + residual
+    return {"total": total, "registration": registration.detach(),
+            "reconstruction": reconstruction.detach(), "residual": residual.detach()}

@@ -1,0 +1,148 @@
+"""Test-time training: adapt on each test case's self-supervised loss, then predict.
+
+Three schemes over the test cases b1..bm (method.md section 9), implemented as the paper
+describes them, not as its code does:
+- ``online``: every case starts from the pretrained weights AND a fresh optimiser, adapts for
+  ``steps`` steps and is predicted at once; no case sees another.
+- ``minibatch``: adapt on b1, predict b1, continue (weights and optimiser) on b2, predict b2...
+- ``naive``: adapt on all cases for ``steps`` epochs, then predict every case with the final
+  weights.
+The caller's model is never modified: adaptation runs on a private copy.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .config import TTTConfig
+from .heads import TTTModel
+from .progress import NullProgress, Progress
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Case:
+    """One test case: the two end frames ``(1, 1, D1, D2, D3)`` in [0, 1] and the times wanted."""
+
+    i0: torch.Tensor
+    i1: torch.Tensor
+    times: Sequence[float]
+
+
+def trainable_parameters(model: TTTModel, adapt: str) -> list[torch.nn.Parameter]:
+    """``features``: the shared feature extractor only; ``all``: the whole UVI-Net.
+
+    The heads stay frozen at test time (as in TTT-MAE): they only define the loss.
+    """
+    if adapt == "features":
+        return list(model.uvinet.features.parameters())
+    if adapt == "all":
+        return list(model.uvinet.parameters())
+    raise ValueError(f"adapt must be 'features' or 'all', got {adapt!r}")
+
+
+def make_optimizer(params: list[torch.nn.Parameter], config: TTTConfig) -> torch.optim.Optimizer:
+    """The optimiser named by a resolved config."""
+    lr, wd = float(config.lr), float(config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, amsgrad=True)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+
+
+def predict(model: TTTModel, case: Case) -> list[torch.Tensor]:
+    """UVI-Net frames at the case's times, clamped to [0, 1]."""
+    model.eval()
+    return model.uvinet.interpolate(case.i0, case.i1, case.times)
+
+
+class _Adapter:
+    """A private copy of the model with its trainable set, optimiser and RNG for one run."""
+
+    def __init__(self, model: TTTModel, config: TTTConfig) -> None:
+        self.config = config
+        self.pretrained = model
+        self.model = copy.deepcopy(model)
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the pretrained weights, a fresh optimiser and the seed's first random draw.
+
+        This is the online scheme's reset: afterwards nothing remembers earlier cases, so a
+        case's result does not depend on which cases came before it or how many.
+        """
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+        self.model.load_state_dict(self.pretrained.state_dict())
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        params = trainable_parameters(self.model, self.config.adapt)
+        for p in params:
+            p.requires_grad_(True)
+        self.optimizer = make_optimizer(params, self.config)
+
+    def step(self, case: Case) -> float:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.model.task_loss(self.config.task, case.i0, case.i1, self.generator)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+
+def run_ttt(
+    model: TTTModel,
+    cases: Sequence[Case],
+    config: TTTConfig,
+    progress: Progress | None = None,
+    on_loss: Callable[[int, int, float], None] | None = None,
+) -> list[list[torch.Tensor]]:
+    """Predict every case after test-time training with ``config`` (resolved here).
+
+    Returns, per case, the frames at its times. ``on_loss(case, step, loss)`` sees every
+    adaptation step (for logging and tests). Without an enabled task this is plain inference.
+    """
+    progress = progress or NullProgress()
+    config = config.resolved()
+    if not config.enabled:
+        results = []
+        for i, case in enumerate(cases):
+            results.append(predict(model, case))
+            progress.update("predict", (i + 1) / len(cases), f"case {i + 1}/{len(cases)}")
+        return results
+
+    adapter = _Adapter(model, config)
+    total = config.steps * len(cases)
+    done = 0
+
+    def adapt_on(index: int, case: Case, step: int) -> None:
+        nonlocal done
+        loss = adapter.step(case)
+        done += 1
+        if on_loss is not None:
+            on_loss(index, step, loss)
+        progress.update("ttt", done / total,
+                        f"{config.task} case {index + 1}/{len(cases)} step {step + 1}"
+                        f"/{config.steps} loss {loss:.4f}")
+
+    results: list[list[torch.Tensor]] = []
+    if config.scheme == "naive":
+        for epoch in range(config.steps):
+            for index, case in enumerate(cases):
+                adapt_on(index, case, epoch)
+        results = [predict(adapter.model, case) for case in cases]
+    else:
+        for index, case in enumerate(cases):
+            if config.scheme == "online":
+                adapter.reset()
+            for step in range(config.steps):
+                adapt_on(index, case, step)
+            results.append(predict(adapter.model, case))
+    return results
