@@ -50,7 +50,7 @@ def gaussian_kernel(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch
     """Normalised 1D Gaussian; its 3D outer product is the published SSIM window."""
     x = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    return (g / g.sum()).float()
+    return g / g.sum()
 
 
 def local_squared_correlation(a: torch.Tensor, b: torch.Tensor,

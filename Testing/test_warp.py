@@ -1,0 +1,53 @@
+"""The warp function: identity, exact integer shifts, zero padding, shape errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from TTTInterpolationLib.warp import downsample_flow, warp
+
+
+def _volume(shape=(8, 12, 16)) -> torch.Tensor:
+    return torch.rand(1, 1, *shape, generator=torch.Generator().manual_seed(1))
+
+
+def test_zero_flow_is_identity():
+    x = _volume()
+    assert torch.allclose(warp(x, torch.zeros(1, 3, *x.shape[2:])), x, atol=1e-5)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_integer_flow_samples_shifted_voxels_with_zero_padding(axis):
+    x = _volume()
+    flow = torch.zeros(1, 3, *x.shape[2:])
+    flow[:, axis] = 2.0  # W(I, phi)(x) = I(x + 2 e_axis)
+    out = warp(x, flow)[0, 0].numpy()
+    src = x[0, 0].numpy()
+    n = src.shape[axis]
+    expected = np.zeros_like(src)
+    take = [slice(None)] * 3
+    put = [slice(None)] * 3
+    take[axis], put[axis] = slice(2, n), slice(0, n - 2)
+    expected[tuple(put)] = src[tuple(take)]
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_half_voxel_flow_interpolates_linearly():
+    x = torch.arange(8, dtype=torch.float32).view(1, 1, 8, 1, 1).expand(1, 1, 8, 2, 2).contiguous()
+    flow = torch.zeros(1, 3, 8, 2, 2)
+    flow[:, 0] = 0.5
+    out = warp(x, flow)[0, 0, :7, 0, 0]
+    np.testing.assert_allclose(out.numpy(), np.arange(7) + 0.5, atol=1e-5)
+
+
+def test_shape_mismatch_names_expected_and_actual():
+    with pytest.raises(ValueError, match=r"flow must have shape \(B, 3, 8, 12, 16\)"):
+        warp(_volume(), torch.zeros(1, 3, 8, 12, 8))
+
+
+def test_downsample_flow_scales_vectors():
+    flow = torch.full((1, 3, 16, 16, 8), 4.0)
+    down = downsample_flow(flow, 2)
+    assert down.shape == (1, 3, 4, 4, 2)
+    assert torch.all(down == 1.0)
+    assert downsample_flow(flow, 0) is flow
