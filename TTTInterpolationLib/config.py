@@ -57,7 +57,7 @@ _TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "rotation": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0},
     "mae": {"optimizer": "adamw", "lr": 2e-4, "weight_decay": 0.05},
     "cycle": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0},
-    "none": {"optimizer": "adam", "lr": 0.0, "weight_decay": 0.0},
+    "none": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0},  # unused: no adaptation
 }
 
 

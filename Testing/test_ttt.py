@@ -1,0 +1,111 @@
+"""Test-time training: each scheme's semantics, every task changes the interpolation."""
+
+import copy
+
+import pytest
+import torch
+
+from TTTInterpolationLib.config import TTTConfig
+from TTTInterpolationLib.heads import TTTModel
+from TTTInterpolationLib.ttt import Case, run_ttt, trainable_parameters
+
+from .conftest import blob_pair
+
+
+def _case(seed: int, shift: float = 2.0) -> Case:
+    a, b = blob_pair((32, 32, 16), shift=shift, seed=seed)
+    return Case(torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None], [0.5])
+
+
+@pytest.fixture(scope="module")
+def model() -> TTTModel:
+    """An untrained model whose refinement output is not near zero, as after training.
+
+    A fresh model's last refinement conv is N(0, 1e-5), which would hide any change of the
+    features behind float rounding; a trained one is not that small.
+    """
+    torch.manual_seed(0)
+    m = TTTModel()
+    torch.nn.init.normal_(m.uvinet.refine.out.weight, std=0.05)
+    return m
+
+
+def _config(task: str, scheme: str = "online", steps: int = 2) -> TTTConfig:
+    # Learning rates large enough that two steps visibly move an untrained model.
+    return TTTConfig(task=task, scheme=scheme, steps=steps, lr=1e-2)
+
+
+@pytest.mark.parametrize("task", ["rotation", "mae", "cycle"])
+def test_adaptation_changes_the_interpolation_for_every_task(model, task):
+    case = _case(0)
+    before = run_ttt(model, [case], TTTConfig())[0][0]
+    after = run_ttt(model, [case], _config(task))[0][0]
+    assert float((after - before).abs().max()) > 1e-6
+
+
+def test_caller_model_is_not_modified(model):
+    state = copy.deepcopy(model.state_dict())
+    run_ttt(model, [_case(0)], _config("cycle"))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_online_case_result_does_not_depend_on_earlier_cases(model):
+    target = _case(2)
+    alone = run_ttt(model, [target], _config("mae"))[0][0]
+    after_other = run_ttt(model, [_case(1, shift=4.0), target], _config("mae"))[1][0]
+    assert torch.equal(alone, after_other)
+
+
+def test_minibatch_carries_weights_to_the_next_case(model):
+    target = _case(2)
+    alone = run_ttt(model, [target], _config("mae", "minibatch"))[0][0]
+    after_other = run_ttt(model, [_case(1, shift=4.0), target], _config("mae", "minibatch"))[1][0]
+    assert not torch.equal(alone, after_other)
+
+
+def test_minibatch_first_case_equals_online_first_case(model):
+    cases = [_case(1), _case(2)]
+    online = run_ttt(model, cases, _config("rotation"))
+    minibatch = run_ttt(model, cases, _config("rotation", "minibatch"))
+    assert torch.equal(online[0][0], minibatch[0][0])
+
+
+def test_naive_predicts_after_adapting_on_all_cases(model):
+    cases = [_case(1), _case(2)]
+    naive = run_ttt(model, cases, _config("rotation", "naive", steps=1))
+    # One epoch of naive = one step on case 1 then one on case 2; case 1 is predicted with
+    # weights that saw case 2, unlike the mini-batch scheme.
+    minibatch = run_ttt(model, cases, _config("rotation", "minibatch", steps=1))
+    assert not torch.equal(naive[0][0], minibatch[0][0])
+    assert torch.equal(naive[1][0], minibatch[1][0])
+
+
+def test_losses_are_reported_and_seeded(model):
+    seen: list[tuple[int, int, float]] = []
+    run_ttt(model, [_case(0)], _config("mae", steps=3), on_loss=lambda *a: seen.append(a))
+    again: list[tuple[int, int, float]] = []
+    run_ttt(model, [_case(0)], _config("mae", steps=3), on_loss=lambda *a: again.append(a))
+    assert [s[:2] for s in seen] == [(0, 0), (0, 1), (0, 2)]
+    assert seen == again
+
+
+def test_trainable_parameter_sets(model):
+    features = trainable_parameters(model, "features")
+    assert sum(p.numel() for p in features) == 13556
+    assert len(trainable_parameters(model, "all")) == len(list(model.uvinet.parameters()))
+
+
+def test_auto_adapt_resolves_per_task():
+    assert TTTConfig(task="cycle").resolved().adapt == "all"
+    assert TTTConfig(task="mae").resolved().adapt == "features"
+    resolved = TTTConfig(task="mae").resolved()
+    assert (resolved.optimizer, resolved.lr, resolved.weight_decay) == ("adamw", 2e-4, 0.05)
+    assert TTTConfig(task="rotation").resolved().lr == 1e-4
+
+
+def test_zero_steps_is_plain_inference(model):
+    case = _case(0)
+    plain = run_ttt(model, [case], TTTConfig())[0][0]
+    zero = run_ttt(model, [case], TTTConfig(task="cycle", steps=0))[0][0]
+    assert torch.equal(plain, zero)
