@@ -109,9 +109,12 @@ class _Prepared:
     ranges: tuple[tuple[float, float], tuple[float, float]]
     normalized: tuple[np.ndarray, np.ndarray]
 
+    def to(self, device: torch.device) -> None:
+        self.case.i0, self.case.i1 = self.case.i0.to(device), self.case.i1.to(device)
 
-def _prepare(frame0: np.ndarray, frame1: np.ndarray, times: Sequence[float],
-             device: torch.device) -> _Prepared:
+
+def _prepare(frame0: np.ndarray, frame1: np.ndarray, times: Sequence[float]) -> _Prepared:
+    """Validate a pair and put it on the model grid (CPU tensors ``(1, 1, D1, D2, D3)``)."""
     f0, f1 = _check_volume(frame0, "frame A"), _check_volume(frame1, "frame B")
     if f0.shape != f1.shape:
         raise InputError(f"frame A {f0.shape} and frame B {f1.shape} must have the same shape")
@@ -120,7 +123,7 @@ def _prepare(frame0: np.ndarray, frame1: np.ndarray, times: Sequence[float],
 
     def tensor(v: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(to_model_grid(v, mapping), np.float32))[
-            None, None].to(device)
+            None, None]
 
     return _Prepared(Case(tensor(n0), tensor(n1), list(times)), mapping, (r0, r1), (n0, n1))
 
@@ -176,11 +179,14 @@ def interpolate(
     progress = progress or NullProgress()
     times = times_between(times=times)
     config = _ttt_config(ttt, scheme, steps, lr, seed)
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    prepared = _prepare(frame0, frame1, times)
     loaded = None
     if method == "uvinet":
         progress.update("load", 0.0, "loading model")
         loaded = model or load_model(weights, device, seed=seed)
-    prepared = _prepare(frame0, frame1, times, loaded.device if loaded else torch.device("cpu"))
+        prepared.to(loaded.device)
     normalized = _predict_normalized([prepared], method, config, loaded,
                                      SubProgress(progress, 0.05, 0.95))[0]
     (lo0, hi0), (lo1, hi1) = prepared.ranges
@@ -275,11 +281,12 @@ def evaluate_sequence(seq: Sequence4D, pairs: Sequence[tuple[int, int]],
             raise InputError(f"frames {a} and {b} are neighbours: no frame between them to hide")
         va, vb = seq.index_values[a], seq.index_values[b]
         cases.append((a, b, hidden, [(seq.index_values[i] - va) / (vb - va) for i in hidden]))
+    prepared = [_prepare(seq.frames[a], seq.frames[b], times) for a, b, _, times in cases]
     loaded = None
     if any(s.method == "uvinet" for s in settings):
         loaded = model or load_model(weights, device, seed=seed)
-    dev = loaded.device if loaded else torch.device("cpu")
-    prepared = [_prepare(seq.frames[a], seq.frames[b], times, dev) for a, b, _, times in cases]
+        for p in prepared:
+            p.to(loaded.device)
     truths = [[normalize_minmax(seq.frames[i])[0] for i in hidden] for _, _, hidden, _ in cases]
     rows, predictions = [], {}
     for k, setting in enumerate(settings):
@@ -312,11 +319,12 @@ def evaluate_file(inputs: str | os.PathLike | Sequence[str | os.PathLike],
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Plain-text table: one row per setting, metrics as mean +- std."""
-    header = (f"{'method':<28} {'PSNR':>15} {'NCC':>15} {'SSIM':>15} {'NMSE (x100)':>15} "
+    width = max(28, *(len(r["label"]) for r in rows))
+    header = (f"{'method':<{width}} {'PSNR':>15} {'NCC':>15} {'SSIM':>15} {'NMSE (x100)':>15} "
               f"{'frames':>6} {'s/case':>8}")
     lines = [header, "-" * len(header)]
     for r in rows:
         cells = [f"{r[m]:.3f} ± {r[m + '_std']:.3f}" for m in METRIC_NAMES]
-        lines.append(f"{r['label']:<28} " + " ".join(f"{c:>15}" for c in cells)
+        lines.append(f"{r['label']:<{width}} " + " ".join(f"{c:>15}" for c in cells)
                      + f" {r['n_frames']:>6} {r['seconds_per_case']:>8.2f}")
     return "\n".join(lines)

@@ -78,16 +78,22 @@ def _note_untrained(args: argparse.Namespace, progress: Any) -> None:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from .api import interpolate_file
+    from .api import check_frame_pair, interpolate_sequence, times_between
     from .progress import make_progress
+    from .volume_io import check_output_path, read_4d, write_4d
 
     config = _ttt_config(args, args.ttt)
+    check_output_path(args.output)
+    times = times_between(args.num, args.times)
+    seq = read_4d(args.inputs)
+    frames = _frame_pair(args.frames)
+    check_frame_pair(seq, *frames)
     progress = make_progress(args.progress)
     _note_untrained(args, progress)
-    result = interpolate_file(
-        args.inputs, _frame_pair(args.frames), args.output, num=args.num, times=args.times,
-        method=args.method, ttt=config, weights=args.weights, device=args.device,
-        seed=args.seed, progress=progress)
+    result = interpolate_sequence(seq, frames, times, method=args.method, ttt=config,
+                                  weights=args.weights, device=args.device, seed=args.seed,
+                                  progress=progress)
+    write_4d(args.output, result)
     progress.update("done", 1.0, f"wrote {result.num_frames} frames to {args.output}")
     progress.close()
     if args.progress != "jsonl":
@@ -97,10 +103,10 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .api import EvalSetting, evaluate_file, format_table
+    from .api import EvalSetting, check_frame_pair, evaluate_sequence, format_table
     from .config import TTTConfig
     from .progress import make_progress
-    from .volume_io import check_output_path
+    from .volume_io import check_output_path, read_4d
 
     if args.json:
         check_output_path(args.json, suffixes=(".json",))
@@ -111,11 +117,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             label = "UVI-Net" if task == "none" else f"UVI-Net + TTT {task} ({config.scheme})"
             settings.append(EvalSetting(label, "uvinet", config if task != "none"
                                         else TTTConfig()))
+    seq = read_4d(args.inputs)
+    pairs = [_frame_pair(f) for f in args.frames]
+    for pair in pairs:
+        check_frame_pair(seq, *pair)
     progress = make_progress(args.progress)
     _note_untrained(args, progress)
-    pairs = [_frame_pair(f) for f in args.frames]
-    rows = evaluate_file(args.inputs, pairs, settings, weights=args.weights, device=args.device,
-                         seed=args.seed, progress=progress).rows
+    rows = evaluate_sequence(seq, pairs, settings, weights=args.weights, device=args.device,
+                             seed=args.seed, progress=progress).rows
     progress.update("done", 1.0, "evaluation finished")
     progress.close()
     table = format_table(rows)
@@ -139,7 +148,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
     if args.pairs:
         paths = write_phantom_pairs(args.output, args.pairs, kind=args.kind, size=size,
                                     seed=args.seed, shift=shift)
-        print(f"wrote {len(paths)} {args.kind} ED/ES pairs to {args.output}")
+        print(f"wrote {len(paths) // 2} {args.kind} ED/ES pairs to {args.output}")
         return 0
     check_output_path(args.output)
     seq = make_phantom_sequence(args.kind, args.frames, size, args.seed, shift)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 
 class Progress(Protocol):
@@ -50,10 +50,18 @@ class BarProgress:
     """A tqdm bar on stderr showing overall fraction and the current stage."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
-        from tqdm import tqdm
+        self.stream = stream if stream is not None else sys.stderr
+        self._bar: Any = None
 
-        self.bar = tqdm(total=1000, file=stream if stream is not None else sys.stderr,
-                        bar_format="{l_bar}{bar}| {elapsed}<{remaining}", leave=False)
+    @property
+    def bar(self) -> Any:
+        """Created on first use, so a run that fails its input checks draws no bar."""
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=1000, file=self.stream, leave=False,
+                             bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
+        return self._bar
 
     def update(self, stage: str, fraction: float, message: str = "") -> None:
         target = int(round(min(max(fraction, 0.0), 1.0) * 1000))
@@ -61,7 +69,8 @@ class BarProgress:
         self.bar.update(max(target - self.bar.n, 0))
 
     def close(self) -> None:
-        self.bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def make_progress(kind: str | None) -> Progress:

@@ -90,8 +90,9 @@ def train(options: TrainOptions, progress_kind: str | None = "bar") -> dict[str,
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             step += 1
+            loss = float(losses["total"].detach())
             progress.update("train", step / total_steps,
-                            f"epoch {start_epoch + epoch + 1} loss {float(losses['total']):.4f}")
+                            f"epoch {start_epoch + epoch + 1} loss {loss:.4f}")
         history.append({k: v / len(loader) for k, v in sums.items()})
         info = {
             "trained": True, "data": str(options.data), "cases": dataset.cases,
