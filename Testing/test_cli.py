@@ -1,0 +1,172 @@
+"""The ``tttinterp`` command line as a user runs it: a real subprocess, real files.
+
+Bad input must give exit code 2, exactly one line on stderr, no traceback and no file.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from TTTInterpolationLib.phantoms import make_phantom_sequence
+from TTTInterpolationLib.volume import Sequence4D
+from TTTInterpolationLib.volume_io import read_4d, write_4d, write_volume
+
+SIZE = (32, 32, 16)
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "TTTInterpolationLib", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "cardiac.seq.nrrd"
+    write_4d(path, make_phantom_sequence("cardiac", 10, SIZE, seed=0))
+    return path
+
+
+def test_phantom_command_writes_a_shifted_series(tmp_path):
+    out = tmp_path / "lung.nii.gz"
+    res = run_cli("phantom", "--kind", "lung", "--frames", "6", "--size", "32", "32", "32",
+                  "--shift", "noise=0.02,gamma=1.2", "-o", out)
+    assert res.returncode == 0, res.stderr
+    seq = read_4d(out)
+    assert seq.frames.shape == (6, 32, 32, 32)
+
+
+def test_interpolate_with_jsonl_progress(phantom, tmp_path):
+    out = tmp_path / "out.seq.nrrd"
+    res = run_cli("interpolate", phantom, "--frames", "0", "4", "--num", "3", "--ttt", "mae",
+                  "--steps", "2", "--progress", "jsonl", "--device", "cpu", "-o", out)
+    assert res.returncode == 0, res.stderr
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert all(set(r) == {"stage", "fraction", "message"} for r in records)
+    fractions = [r["fraction"] for r in records]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert records[-1]["stage"] == "done"
+    assert any(r["stage"] == "ttt" for r in records)
+    assert "untrained" in res.stderr  # says plainly that no trained weights were used
+    seq = read_4d(out)
+    assert seq.index_values == pytest.approx([1.0, 2.0, 3.0])
+    assert seq.geometry.allclose(read_4d(phantom).geometry)
+
+
+def test_interpolate_list_of_3d_frames_at_given_times(phantom, tmp_path):
+    seq = read_4d(phantom)
+    a, b = tmp_path / "a.nrrd", tmp_path / "b.nrrd"
+    write_volume(a, seq.frames[0], seq.geometry)
+    write_volume(b, seq.frames[4], seq.geometry)
+    out = tmp_path / "out.nii.gz"
+    res = run_cli("interpolate", a, b, "--frames", "0", "1", "--times", "0.2", "0.7",
+                  "--method", "linear", "--progress", "none", "-o", out)
+    assert res.returncode == 0, res.stderr
+    assert read_4d(out).index_values == pytest.approx([0.2, 0.7])
+
+
+def _nan_series(tmp_path: Path) -> Path:
+    frames = np.zeros((3, 16, 16, 16), np.float32)
+    frames[1, 3, 3, 3] = np.nan
+    path = tmp_path / "nan.nii.gz"
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(frames.transpose(1, 2, 3, 0), np.eye(4)), path)
+    return path
+
+
+def _pickle_weights(tmp_path: Path) -> Path:
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("open('pwned', 'w')",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "tttinterp-checkpoint", "x": Evil()}, path)
+    return path
+
+
+BAD = {
+    "missing file": (lambda p, t: ["interpolate", t / "none.nii.gz", "--frames", "0", "1",
+                                   "--num", "1"], "does not exist"),
+    "3D file": (lambda p, t: ["interpolate", _single_3d(p, t), "--frames", "0", "1", "--num", "1"],
+                "not 4D"),
+    "frame out of range": (lambda p, t: ["interpolate", p, "--frames", "0", "12", "--num", "1"],
+                           "out of range"),
+    "equal frames": (lambda p, t: ["interpolate", p, "--frames", "3", "3", "--num", "1"],
+                     "must differ"),
+    "num 0": (lambda p, t: ["interpolate", p, "--frames", "0", "4", "--num", "0"], ">= 1"),
+    "NaN": (lambda p, t: ["interpolate", _nan_series(t), "--frames", "0", "2", "--num", "1"],
+            "NaN"),
+    "too small": (lambda p, t: ["interpolate", _tiny(t), "--frames", "0", "1", "--num", "1"],
+                  "too small"),
+    "unsafe weights": (lambda p, t: ["interpolate", p, "--frames", "0", "4", "--num", "1",
+                                     "--weights", _pickle_weights(t)], "cannot load weights"),
+    "unknown option value": (lambda p, t: ["interpolate", p, "--frames", "0", "4", "--num", "1",
+                                           "--scheme", "batch"], "invalid choice"),
+    "bad shift": (lambda p, t: ["phantom", "--shift", "noise=x"], "noise"),
+}
+
+
+def _single_3d(phantom: Path, tmp_path: Path) -> Path:
+    seq = read_4d(phantom)
+    path = tmp_path / "one.nrrd"
+    write_volume(path, seq.frames[0], seq.geometry)
+    return path
+
+
+def _tiny(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.seq.nrrd"
+    write_4d(path, Sequence4D(np.random.default_rng(0).random((2, 16, 2, 16), dtype=np.float32)))
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_gives_one_line_exit_2_and_no_output(case, phantom, tmp_path):
+    make_args, message = BAD[case]
+    work = tmp_path / "work"
+    work.mkdir()
+    before = set(work.iterdir())
+    res = run_cli(*make_args(phantom, tmp_path), "-o", work / "out.seq.nrrd", cwd=work)
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    assert message in lines[0]
+    assert "Traceback" not in res.stderr
+    assert set(work.iterdir()) == before  # nothing written, no temp file, no 'pwned'
+
+
+def test_evaluate_table_and_json(phantom, tmp_path):
+    out = tmp_path / "r.json"
+    res = run_cli("evaluate", phantom, "--frames", "0", "4", "--frames", "4", "8", "--ttt",
+                  "rotation", "--steps", "1", "--device", "cpu", "--progress", "none",
+                  "--json", out)
+    assert res.returncode == 0, res.stderr
+    assert "linear blending" in res.stdout and "UVI-Net + TTT rotation" in res.stdout
+    data = json.loads(out.read_text())
+    for key in ("PSNR", "NCC", "SSIM", "NMSE", "PSNR_std", "SSIM_std", "n_frames",
+                "seconds_per_case", "ttt", "table"):
+        assert key in data
+    assert data["n_frames"] == 6 and data["ttt"]["task"] == "rotation"
+    assert [row["label"] for row in data["table"]][:2] == ["linear blending", "UVI-Net"]
+
+
+def test_train_then_interpolate_with_the_checkpoint(tmp_path):
+    data = tmp_path / "pairs"
+    res = run_cli("phantom", "--pairs", "2", "--size", *map(str, SIZE), "-o", data)
+    assert res.returncode == 0, res.stderr
+    ckpt = tmp_path / "model.safetensors"
+    res = run_cli("train", "--data", data, "--epochs", "1", "--size", *map(str, SIZE), "--out",
+                  ckpt, "--progress", "none", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    src = tmp_path / "in.seq.nrrd"
+    write_4d(src, make_phantom_sequence("cardiac", 10, SIZE, seed=7))
+    res = run_cli("interpolate", src, "--frames", "0", "4", "--num", "1", "--weights", ckpt,
+                  "--progress", "none", "-o", tmp_path / "o.seq.nrrd")
+    assert res.returncode == 0, res.stderr
+    assert "untrained" not in res.stderr
