@@ -204,6 +204,13 @@ def check_frame_pair(seq: Sequence4D, a: int, b: int) -> None:
         raise InputError(f"frames A and B must differ, got {a} twice")
 
 
+def check_request(seq: Sequence4D, pairs: Sequence[tuple[int, int]]) -> None:
+    """Everything about a 4D input that can be checked before the slow work starts."""
+    plan_mapping(seq.shape3d)  # raises when a volume is too small for the network
+    for a, b in pairs:
+        check_frame_pair(seq, a, b)
+
+
 def interpolate_sequence(seq: Sequence4D, frames: tuple[int, int], times: Sequence[float],
                          **options: Any) -> Sequence4D:
     """New frames between items ``frames`` of ``seq``, at fractional index values.
@@ -211,7 +218,7 @@ def interpolate_sequence(seq: Sequence4D, frames: tuple[int, int], times: Sequen
     The index value of ``t`` is ``v_A + t (v_B - v_A)``, strictly between the two frames' own.
     """
     a, b = frames
-    check_frame_pair(seq, a, b)
+    check_request(seq, [frames])
     out = interpolate(seq.frames[a], seq.frames[b], times, **options)
     va, vb = seq.index_values[a], seq.index_values[b]
     return Sequence4D(np.stack(out), seq.geometry, [va + t * (vb - va) for t in times],

@@ -78,7 +78,7 @@ def _note_untrained(args: argparse.Namespace, progress: Any) -> None:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from .api import check_frame_pair, interpolate_sequence, times_between
+    from .api import check_request, interpolate_sequence, times_between
     from .progress import make_progress
     from .volume_io import check_output_path, read_4d, write_4d
 
@@ -87,7 +87,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     times = times_between(args.num, args.times)
     seq = read_4d(args.inputs)
     frames = _frame_pair(args.frames)
-    check_frame_pair(seq, *frames)
+    check_request(seq, [frames])
     progress = make_progress(args.progress)
     _note_untrained(args, progress)
     result = interpolate_sequence(seq, frames, times, method=args.method, ttt=config,
@@ -103,7 +103,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .api import EvalSetting, check_frame_pair, evaluate_sequence, format_table
+    from .api import EvalSetting, check_request, evaluate_sequence, format_table
     from .config import TTTConfig
     from .progress import make_progress
     from .volume_io import check_output_path, read_4d
@@ -119,8 +119,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                         else TTTConfig()))
     seq = read_4d(args.inputs)
     pairs = [_frame_pair(f) for f in args.frames]
-    for pair in pairs:
-        check_frame_pair(seq, *pair)
+    check_request(seq, pairs)
     progress = make_progress(args.progress)
     _note_untrained(args, progress)
     rows = evaluate_sequence(seq, pairs, settings, weights=args.weights, device=args.device,

@@ -95,7 +95,7 @@ BAD = {
     "missing file": (lambda p, t: ["interpolate", t / "none.nii.gz", "--frames", "0", "1",
                                    "--num", "1"], "does not exist"),
     "3D file": (lambda p, t: ["interpolate", _single_3d(p, t), "--frames", "0", "1", "--num", "1"],
-                "not 4D"),
+                "not a 4D"),
     "frame out of range": (lambda p, t: ["interpolate", p, "--frames", "0", "12", "--num", "1"],
                            "out of range"),
     "equal frames": (lambda p, t: ["interpolate", p, "--frames", "3", "3", "--num", "1"],
