@@ -54,3 +54,19 @@ def pair() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture
 def pair_tensors(pair: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return tuple(torch.from_numpy(v)[None, None] for v in pair)  # type: ignore[return-value]
+
+
+@pytest.fixture
+def scene():
+    """A fresh MRML scene of the real Slicer core (slicer-core)."""
+    slicer = pytest.importorskip("slicer")
+    return slicer.vtkMRMLScene()
+
+
+@pytest.fixture
+def sequences_logic(scene):
+    """The sequences logic registered on ``scene``, as Slicer does; browsers need it."""
+    slicer = pytest.importorskip("slicer")
+    logic = slicer.vtkSlicerSequencesLogic()
+    logic.SetMRMLScene(scene)
+    return logic

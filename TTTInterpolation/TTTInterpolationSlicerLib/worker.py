@@ -1,0 +1,401 @@
+"""The engine as a background process: its options, its command line, its progress, its end.
+
+Everything the Slicer module knows about ``python -m TTTInterpolationLib`` lives here, and
+nothing here imports Slicer, Qt or VTK, so the whole life of a job (start, JSON-lines
+progress, failure, cancel of the whole process tree) is tested with plain Python against the
+real engine. The Slicer side only polls :meth:`EngineJob.poll` from a timer.
+
+Why a process and not a thread: torch work in Slicer's own process would freeze the GUI (the
+GIL, and PythonQt calls from other threads are unsafe) and could not be stopped mid-way;
+a process can be killed at any moment and takes its memory with it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import enum
+import importlib.util
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+ENGINE_PACKAGE = "TTTInterpolationLib"
+INPUT_ERROR_EXIT_CODE = 2  # the engine's "bad input, one line on stderr" exit code
+STDERR_TAIL_LINES = 20
+
+
+class LabelledEnum(enum.Enum):
+    """Choices whose values are the engine's command-line names and whose labels are GUI text.
+
+    The parameter node's combo-box connector shows ``label()`` of each member.
+    """
+
+    def label(self) -> str:
+        return _LABELS[self]
+
+
+class Method(LabelledEnum):
+    """Interpolation method (``--method``)."""
+
+    UVINET = "uvinet"
+    LINEAR = "linear"
+
+
+class TTTTask(LabelledEnum):
+    """Self-supervised task adapted at test time (``--ttt``)."""
+
+    NONE = "none"
+    ROTATION = "rotation"
+    MAE = "mae"
+    CYCLE = "cycle"
+
+
+class Scheme(LabelledEnum):
+    """How test-time training visits the data (``--scheme``)."""
+
+    ONLINE = "online"
+    MINIBATCH = "minibatch"
+    NAIVE = "naive"
+
+
+class Device(LabelledEnum):
+    """Where the engine computes (``--device``)."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    MPS = "mps"
+
+
+_LABELS: dict[LabelledEnum, str] = {
+    Method.UVINET: "UVI-Net",
+    Method.LINEAR: "Linear blend (baseline)",
+    TTTTask.NONE: "None (pretrained model)",
+    TTTTask.ROTATION: "Rotation prediction",
+    TTTTask.MAE: "Masked autoencoder (MAE)",
+    TTTTask.CYCLE: "Cycle consistency",
+    Scheme.ONLINE: "Online",
+    Scheme.MINIBATCH: "Mini-batch",
+    Scheme.NAIVE: "Naive",
+    Device.AUTO: "Automatic (GPU if available)",
+    Device.CPU: "CPU",
+    Device.CUDA: "NVIDIA GPU (CUDA)",
+    Device.MPS: "Apple GPU (MPS)",
+}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Engine settings shared by every pair of a run.
+
+    ``learning_rate=None`` leaves the rate to the engine, whose default depends on the TTT
+    task; ``weights=None`` uses the engine's bundled model.
+    """
+
+    method: Method = Method.UVINET
+    ttt: TTTTask = TTTTask.NONE
+    scheme: Scheme = Scheme.ONLINE
+    steps: int = 10
+    learning_rate: float | None = None
+    weights: Path | None = None
+    device: Device = Device.AUTO
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the bad setting, before any file is written."""
+        if self.steps < 0:
+            raise ValueError(f"TTT steps must be 0 or more, got {self.steps}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise ValueError(f"model weights file not found: {self.weights}")
+
+    def arguments(self) -> list[str]:
+        """The option part of an ``interpolate`` command line."""
+        args = ["--method", self.method.value, "--ttt", self.ttt.value,
+                "--scheme", self.scheme.value, "--steps", str(self.steps),
+                "--device", self.device.value, "--seed", str(self.seed)]
+        if self.learning_rate is not None:
+            args += ["--lr", repr(float(self.learning_rate))]
+        if self.weights is not None:
+            args += ["--weights", str(self.weights)]
+        return args
+
+
+def interpolate_arguments(frame_a: Path, frame_b: Path, times: Sequence[float], output: Path,
+                          options: EngineOptions) -> list[str]:
+    """Arguments of ``python -m TTTInterpolationLib`` for one pair of 3D frame files.
+
+    The two files are stacked as frames 0 and 1, so ``times`` (strictly inside (0, 1)) are
+    also the index values the engine gives the new frames in ``output``.
+    """
+    if not times:
+        raise ValueError("at least one time point is needed")
+    bad = [t for t in times if not 0.0 < t < 1.0]
+    if bad:
+        raise ValueError(f"time points must lie strictly between 0 and 1, got {bad}")
+    return ["interpolate", str(frame_a), str(frame_b), "--frames", "0", "1",
+            "--times", *(repr(float(t)) for t in times), *options.arguments(),
+            "--progress", "jsonl", "-o", str(output)]
+
+
+def find_python() -> str:
+    """Python to run the engine with: Slicer's ``PythonSlicer`` inside Slicer, else this one.
+
+    Inside Slicer ``sys.executable`` is the application itself, not an interpreter, and
+    ``PythonSlicer`` is on ``PATH``; outside Slicer (tests, scripts) the running interpreter
+    already has the engine's dependencies.
+    """
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+def engine_root() -> Path:
+    """Folder that holds the ``TTTInterpolationLib`` package (goes on the child's PYTHONPATH).
+
+    PythonSlicer does not see the folders an extension adds to Slicer's ``sys.path`` at run
+    time, so the child gets this folder explicitly.
+    """
+    spec = importlib.util.find_spec(ENGINE_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"the {ENGINE_PACKAGE} package cannot be found on sys.path")
+    return Path(spec.origin).resolve().parent.parent
+
+
+def add_engine_to_path(source_root: Path) -> None:
+    """Make ``TTTInterpolationLib`` importable in a source checkout.
+
+    An installed extension has the package next to the module (on ``sys.path``); a checkout
+    added through "Additional module paths" has it one folder above the module folder.
+    """
+    if importlib.util.find_spec(ENGINE_PACKAGE) is None and (source_root / ENGINE_PACKAGE).is_dir():
+        sys.path.append(str(source_root))
+
+
+def engine_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for the child: ``base`` (default: this process's) with the engine importable."""
+    env = dict(os.environ if base is None else base)
+    paths = [str(engine_root())] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One progress line of the engine: ``{"stage", "fraction", "message"}``."""
+
+    stage: str
+    fraction: float
+    message: str = ""
+
+    @classmethod
+    def parse(cls, line: str) -> ProgressEvent | None:
+        """The event on ``line``, or ``None`` for anything that is not a progress record.
+
+        Libraries may print to stdout too (warnings, banners); such lines are kept as log
+        text rather than treated as a broken contract.
+        """
+        line = line.strip()
+        if not line.startswith("{"):
+            return None
+        try:
+            record = json.loads(line)
+            stage = record["stage"]
+            fraction = float(record["fraction"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(stage, str):
+            return None
+        return cls(stage, min(max(fraction, 0.0), 1.0), str(record.get("message", "")))
+
+    @property
+    def is_done(self) -> bool:
+        return self.stage == "done"
+
+
+class EngineError(RuntimeError):
+    """The engine failed; ``log`` holds the end of its stderr for the details box."""
+
+    def __init__(self, message: str, returncode: int | None = None, log: str = "") -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.log = log
+
+
+class EngineInputError(EngineError):
+    """The engine rejected its input (exit code 2): the message is meant for the user."""
+
+
+class JobState(enum.Enum):
+    NOT_STARTED = "not started"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class EngineJob:
+    """One engine process, watched without blocking and cancelled as a whole process tree.
+
+    Two reader threads drain stdout and stderr (a full pipe would stall the engine); the
+    owner calls :meth:`poll` from its own thread (a Qt timer in Slicer) to get the progress
+    events that arrived since the last call.
+    """
+
+    def __init__(self, command: Sequence[str], env: Mapping[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.command = [str(c) for c in command]
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.state = JobState.NOT_STARTED
+        self.returncode: int | None = None
+        self.last_event: ProgressEvent | None = None
+        self.log_lines: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._process: subprocess.Popen[str] | None = None
+        self._events: queue.Queue[ProgressEvent] = queue.Queue()
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._readers: list[threading.Thread] = []
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        if self.state is not JobState.NOT_STARTED:
+            raise RuntimeError(f"job already {self.state.value}")
+        self._process = subprocess.Popen(
+            self.command, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+            errors="replace", bufsize=1,
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+        )
+        self.state = JobState.RUNNING
+        self._readers = [
+            threading.Thread(target=self._read_stdout, args=(self._process.stdout,), daemon=True),
+            threading.Thread(target=self._read_stderr, args=(self._process.stderr,), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read_stdout(self, stream: IO[str]) -> None:
+        for line in stream:
+            event = ProgressEvent.parse(line)
+            if event is not None:
+                self._events.put(event)
+            elif line.strip():
+                self.log_lines.append(line.rstrip())
+        stream.close()
+
+    def _read_stderr(self, stream: IO[str]) -> None:
+        for line in stream:
+            if line.strip():
+                self._stderr_tail.append(line.rstrip())
+        stream.close()
+
+    def poll(self) -> list[ProgressEvent]:
+        """Progress events since the last call; updates :attr:`state` once the process ended.
+
+        The state turns final only after both pipes are drained, so no event is lost.
+        """
+        events = self._drain()
+        if self.state is JobState.RUNNING and self._process is not None:
+            code = self._process.poll()
+            if code is not None and not any(r.is_alive() for r in self._readers):
+                events += self._drain()
+                self.returncode = code
+                self.state = self._final_state(code)
+        return events
+
+    def _drain(self) -> list[ProgressEvent]:
+        events = []
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        if events:
+            self.last_event = events[-1]
+        return events
+
+    def _final_state(self, code: int) -> JobState:
+        finished = self.last_event is not None and self.last_event.is_done
+        return JobState.SUCCEEDED if code == 0 and finished else JobState.FAILED
+
+    def wait(self, timeout: float | None = None) -> JobState:
+        """Block until the process ends (tests, console use); returns the final state."""
+        if self._process is None:
+            raise RuntimeError("job not started")
+        self._process.wait(timeout)
+        for reader in self._readers:
+            reader.join(timeout)
+        self.poll()
+        return self.state
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self._stderr_tail)
+
+    def error(self) -> EngineError:
+        """The exception that describes a failed job, for the user and the log."""
+        tail = self.stderr
+        if self.returncode == INPUT_ERROR_EXIT_CODE and tail:
+            return EngineInputError(tail.splitlines()[-1], self.returncode, tail)
+        if self.returncode == 0:
+            message = "the engine exited without reporting that it finished"
+        else:
+            message = f"the engine failed with exit code {self.returncode}"
+        detail = tail.splitlines()[-1] if tail else ""
+        return EngineError(f"{message}: {detail}" if detail else message, self.returncode,
+                           tail or "\n".join(self.log_lines))
+
+    def raise_for_state(self) -> None:
+        if self.state is JobState.FAILED:
+            raise self.error()
+
+    def cancel(self, timeout: float = 5.0) -> None:
+        """Stop the engine and every process it started, then wait for all of them.
+
+        ``PythonSlicer`` is a launcher that starts the real interpreter as its child, so
+        killing the direct child alone would leave the engine running.
+        """
+        if self.state is not JobState.RUNNING or self._process is None:
+            return
+        kill_process_tree(self._process.pid, timeout)
+        self._process.wait(timeout)
+        for reader in self._readers:
+            reader.join(timeout)
+        self._drain()
+        self.returncode = self._process.returncode
+        self.state = JobState.CANCELLED
+
+
+def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
+    """Terminate ``pid`` and all its descendants; kill whatever is still alive after ``timeout``.
+
+    psutil is imported here, not at the top, so the module loads in a Slicer that does not
+    have it yet (the module offers to install it before the first run).
+    """
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        processes = [*parent.children(recursive=True), parent]
+    except psutil.NoSuchProcess:
+        return
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(alive, timeout=timeout)

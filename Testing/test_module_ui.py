@@ -1,0 +1,158 @@
+"""Static check of the module's .ui against the module code, both ways.
+
+Qt cannot run here, so the .ui XML and the module file's syntax tree are compared: every
+``self.ui.X`` the code uses exists with the class its name promises; every widget bound to
+the parameter node (``SlicerParameterName``) names a parameter and has the exact widget
+class the parameter node's GUI connector for that type accepts; every parameter has a widget;
+and every named widget is used or bound. The test names contain "slicer" for ``-k``.
+"""
+
+from __future__ import annotations
+
+import ast
+import enum
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from TTTInterpolationSlicerLib import logic, worker
+
+MODULE_DIR = Path(__file__).resolve().parents[1] / "TTTInterpolation"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "TTTInterpolation.ui"
+MODULE_FILE = MODULE_DIR / "TTTInterpolation.py"
+PARAMETER_CLASS = "TTTInterpolationParameterNode"
+
+# Widget class by name suffix (longest first), the module's naming convention.
+CLASS_BY_SUFFIX = [
+    ("CollapsibleButton", {"ctkCollapsibleButton"}),
+    ("ProgressBar", {"QProgressBar"}),
+    ("Selector", {"qMRMLNodeComboBox"}),
+    ("ComboBox", {"QComboBox"}),
+    ("CheckBox", {"QCheckBox"}),
+    ("SpinBox", {"QSpinBox", "QDoubleSpinBox"}),
+    ("LineEdit", {"ctkPathLineEdit", "QLineEdit"}),
+    ("Button", {"QPushButton"}),
+    ("Label", {"QLabel"}),
+    ("Widget", {"QWidget"}),
+]
+# Exact widget class the parameterNodeWrapper connector needs per parameter type (its
+# connectors compare type(widget) exactly, so a subclass would not do).
+ENUMS = {cls.__name__ for module in (logic, worker) for cls in vars(module).values()
+         if isinstance(cls, type) and issubclass(cls, enum.Enum) and hasattr(cls, "label")}
+CONNECTOR_CLASS = {"bool": "QCheckBox", "int": "QSpinBox", "float": "QDoubleSpinBox",
+                   "pathlib.Path": "ctkPathLineEdit", "vtkMRMLSequenceNode": "qMRMLNodeComboBox",
+                   **dict.fromkeys(ENUMS, "QComboBox")}
+# Sections only group rows; Designer's default label names mark plain row captions.
+LAYOUT_ONLY_CLASSES = {"ctkCollapsibleButton"}
+DEFAULT_LABEL_NAME = re.compile(r"label(_\d+)?$")
+
+
+def ui_widgets() -> dict[str, ET.Element]:
+    return {w.get("name"): w for w in ET.parse(UI_FILE).getroot().iter("widget")}
+
+
+def bound_widgets() -> dict[str, str]:
+    """Parameter name -> widget name, from the SlicerParameterName dynamic properties."""
+    bound: dict[str, str] = {}
+    for name, widget in ui_widgets().items():
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                parameter = prop.findtext("string")
+                assert parameter not in bound, f"{parameter} bound twice"
+                bound[parameter] = name
+    return bound
+
+
+def module_tree() -> ast.Module:
+    return ast.parse(MODULE_FILE.read_text())
+
+
+def used_ui_names() -> set[str]:
+    return {node.attr for node in ast.walk(module_tree())
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "ui" and isinstance(node.value.value, ast.Name)
+            and node.value.value.id == "self"}
+
+
+def parameter_types() -> dict[str, str]:
+    """Field -> base type of the parameter node class (``Annotated[int, ...]`` -> ``int``)."""
+    classes = [n for n in module_tree().body if isinstance(n, ast.ClassDef)
+               and n.name == PARAMETER_CLASS]
+    assert classes, f"{PARAMETER_CLASS} not found in {MODULE_FILE.name}"
+    fields = {}
+    for statement in classes[0].body:
+        if isinstance(statement, ast.AnnAssign):
+            annotation = statement.annotation
+            if (isinstance(annotation, ast.Subscript)
+                    and ast.unparse(annotation.value) == "Annotated"):
+                annotation = annotation.slice.elts[0]
+            fields[statement.target.id] = ast.unparse(annotation)
+    return fields
+
+
+def expected_classes(name: str) -> set[str]:
+    for suffix, classes in CLASS_BY_SUFFIX:
+        if name.lower().endswith(suffix.lower()):
+            return classes
+    raise AssertionError(f"widget name {name!r} does not end with a known suffix")
+
+
+def test_slicer_ui_top_widget_is_a_mrml_widget() -> None:
+    root = ET.parse(UI_FILE).getroot()
+    top = root.find("widget")
+    assert (root.findtext("class"), top.get("class"), top.get("name")) == (
+        "TTTInterpolation", "qMRMLWidget", "TTTInterpolation")
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    custom = {w.get("class") for w in root.iter("widget")} - {
+        "QWidget", "QLabel", "QPushButton", "QComboBox", "QSpinBox", "QDoubleSpinBox",
+        "QCheckBox", "QProgressBar", "QLineEdit"}
+    assert custom <= declared, f"undeclared custom widgets: {custom - declared}"
+
+
+@pytest.mark.parametrize("name", sorted(used_ui_names()))
+def test_slicer_ui_widget_used_by_code_exists_with_expected_class(name: str) -> None:
+    widgets = ui_widgets()
+    assert name in widgets, f"self.ui.{name} is not in {UI_FILE.name}"
+    assert widgets[name].get("class") in expected_classes(name)
+
+
+@pytest.mark.parametrize(("parameter", "base_type"), sorted(parameter_types().items()))
+def test_slicer_ui_parameter_bound_to_the_right_widget_class(parameter: str,
+                                                             base_type: str) -> None:
+    bound = bound_widgets()
+    assert parameter in bound, f"parameter {parameter} has no widget in {UI_FILE.name}"
+    widget = ui_widgets()[bound[parameter]]
+    assert base_type in CONNECTOR_CLASS, f"no GUI connector known for {base_type}"
+    assert widget.get("class") == CONNECTOR_CLASS[base_type]
+    assert widget.get("class") in expected_classes(bound[parameter])
+    if base_type == "vtkMRMLSequenceNode":
+        node_types = [s.text for p in widget.findall("property")
+                      if p.get("name") == "nodeTypes" for s in p.iter("string")]
+        assert node_types == ["vtkMRMLSequenceNode"]
+
+
+def test_slicer_ui_every_binding_names_a_parameter() -> None:
+    unknown = set(bound_widgets()) - set(parameter_types())
+    assert not unknown, f"SlicerParameterName without a parameter: {unknown}"
+
+
+def test_slicer_ui_every_named_widget_is_used_or_bound() -> None:
+    used, bound = used_ui_names(), set(bound_widgets().values())
+    idle = [name for name, widget in ui_widgets().items()
+            if name not in used | bound and name != "TTTInterpolation"
+            and widget.get("class") not in LAYOUT_ONLY_CLASSES
+            and not DEFAULT_LABEL_NAME.match(name)]
+    assert not idle, f"widgets neither used by the code nor bound: {idle}"
+
+
+def test_slicer_ui_mrml_widgets_receive_the_scene() -> None:
+    root = ET.parse(UI_FILE).getroot()
+    connected = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("sender") == "TTTInterpolation"
+                 and c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+                 and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    mrml = {name for name, w in ui_widgets().items() if w.get("class").startswith("qMRML")
+            and name != "TTTInterpolation"}
+    assert mrml and mrml <= connected, f"no scene for {mrml - connected}"

@@ -1,0 +1,256 @@
+"""The module's logic end to end: a real slicer-core scene, real files, the real engine process.
+
+Linear blending (``method="linear"``) makes the expected voxels computable by hand, so the
+whole chain (frames written with their geometry, engine run, results read back, index values
+mapped, sequences and browser built) is checked voxel for voxel in seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import slicer
+
+from TTTInterpolationLib.phantoms import end_frames, make_phantom_sequence
+from TTTInterpolationLib.volume_io import ras_affine_from_geometry
+from TTTInterpolationSlicerLib import logic, sequences
+from TTTInterpolationSlicerLib.worker import EngineInputError, JobState
+
+from .test_slicer_sequences import oblique_matrix
+
+TIMEOUT = 60.0
+
+
+@pytest.fixture
+def temp_parent(tmp_path: Path) -> Path:
+    """Where runs make their temporary folders: must be empty again after every run."""
+    folder = tmp_path / "slicer-temp"
+    folder.mkdir()
+    return folder
+
+
+def node_ids(scene: slicer.vtkMRMLScene) -> set[str]:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+def same_range_frames(count: int, shape: tuple[int, int, int] = (16, 12, 8),
+                      seed: int = 0) -> np.ndarray:
+    """int16 frames that all span 0..1000, so the engine's linear blend is (1-t)A + tB exactly."""
+    frames = np.random.default_rng(seed).integers(0, 1001, (count, *shape)).astype(np.int16)
+    frames[:, 0, 0, 0], frames[:, -1, -1, -1] = 0, 1000
+    return frames
+
+
+def cine(scene: slicer.vtkMRMLScene, frames: np.ndarray, values: list[float],
+         matrix: np.ndarray | None = None) -> slicer.vtkMRMLSequenceNode:
+    return sequences.sequence_from_arrays(scene, frames, oblique_matrix() if matrix is None
+                                          else matrix, values, "cine", "time", "ms")
+
+
+def test_logic_linear_between_two_frames_end_to_end(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path) -> None:
+    frames = same_range_frames(4)
+    source = cine(scene, frames, [0, 40, 80, 120])
+    composite = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+    reports: list[tuple[float, str]] = []
+
+    run = logic.create_run(scene, sequences_logic, source, 0, 1, 3, method="linear",
+                           device="cpu", createMerged=True, tempParent=temp_parent,
+                           onProgress=lambda f, text: reports.append((f, text)))
+    result = logic.run_to_end(run, interval=0.02)
+
+    output = result.outputSequence
+    assert output.GetName() == "cine interpolated"
+    assert [output.GetNthIndexValue(i) for i in range(3)] == ["10", "20", "30"]
+    assert (output.GetIndexName(), output.GetIndexUnit()) == ("time", "ms")
+    for item, t in enumerate((0.25, 0.5, 0.75)):
+        volume = output.GetNthDataNode(item)
+        expected = (1 - t) * frames[0].astype(float) + t * frames[1]
+        actual = sequences.array_ijk(volume)
+        assert actual.dtype == np.int16
+        np.testing.assert_allclose(actual, expected, atol=1.0)
+        np.testing.assert_array_equal(sequences.ijk_to_ras(volume), oblique_matrix())
+
+    merged = result.mergedSequence
+    assert merged.GetName() == "cine merged"
+    assert sequences.index_values(merged) == [0, 10, 20, 30, 40, 80, 120]
+    np.testing.assert_array_equal(sequences.array_ijk(merged.GetNthDataNode(5)), frames[2])
+    assert result.browser.GetMasterSequenceNode() is merged
+    assert composite.GetBackgroundVolumeID() == result.proxyVolume.GetID()
+
+    fractions = [f for f, _ in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert run.state is JobState.SUCCEEDED
+    assert not run.workFolder.exists() and not any(temp_parent.iterdir())
+
+
+def test_logic_upsamples_the_whole_sequence(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path) -> None:
+    frames = same_range_frames(3)
+    source = cine(scene, frames, [0.0, 1.0, 2.0])
+    texts: list[str] = []
+
+    run = logic.create_run(scene, sequences_logic, source, upsampleFactor=3, method="linear",
+                           device="cpu", createMerged=True, tempParent=temp_parent,
+                           onProgress=lambda f, text: texts.append(text))
+    result = logic.run_to_end(run, interval=0.02)
+
+    assert sequences.index_values(result.outputSequence) == pytest.approx([1 / 3, 2 / 3, 4 / 3,
+                                                                          5 / 3], abs=1e-4)
+    merged = result.mergedSequence
+    assert merged.GetNumberOfDataNodes() == 7
+    assert [merged.GetNthIndexValue(i) for i in (0, 3, 6)] == ["0", "1", "2"]
+    third = sequences.array_ijk(merged.GetNthDataNode(4))  # 4/3: a third of the way from 1 to 2
+    np.testing.assert_allclose(third, (2 * frames[1].astype(float) + frames[2]) / 3, atol=1.0)
+    tolerance = merged.GetNumericIndexValueTolerance()
+    assert all(merged.GetItemNumberFromIndexValue(merged.GetNthIndexValue(i)) == i
+               for i in range(7)), f"tolerance {tolerance} merges neighbours"
+    assert any(text.startswith("pair 2/2") for text in texts)
+    assert not any(temp_parent.iterdir())
+
+
+def test_logic_uvinet_fills_a_chosen_output_sequence(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path) -> None:
+    phantom = make_phantom_sequence("cardiac", 6, (32, 32, 16))
+    source = cine(scene, phantom.frames, phantom.index_values,
+                  ras_affine_from_geometry(phantom.geometry))
+    chosen = scene.AddNewNodeByClass(sequences.SEQUENCE_CLASS, "my result")
+    chosen.SetDataNodeAtValue(source.GetNthDataNode(0), "7")  # stale content to be replaced
+    before = node_ids(scene)
+
+    result = logic.run_to_end(logic.create_run(
+        scene, sequences_logic, source, 1, 3, 1, ttt="none", device="cpu",
+        outputSequence=chosen, tempParent=temp_parent), interval=0.05)
+
+    assert result.outputSequence is chosen and chosen.GetName() == "my result"
+    assert sequences.index_values(chosen) == [2.0]
+    assert result.mergedSequence is None
+    added = node_ids(scene) - before
+    assert {scene.GetNodeByID(i).GetClassName() for i in added} >= {sequences.BROWSER_CLASS}
+    assert not any(scene.GetNodeByID(i).IsA(sequences.SEQUENCE_CLASS) for i in added)
+
+
+def test_logic_cancel_mid_run_leaves_nothing_behind(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path) -> None:
+    phantom = make_phantom_sequence("cardiac", 6, (64, 64, 32))
+    source = cine(scene, phantom.frames, phantom.index_values)
+    before = node_ids(scene)
+    reports: list[float] = []
+    run = logic.create_run(scene, sequences_logic, source, 0, 2, 1, ttt="cycle", steps=50,
+                           device="cpu", createMerged=False, tempParent=temp_parent,
+                           onProgress=lambda f, text: reports.append(f))
+
+    run.start()
+    engine = psutil.Process().children(recursive=True)
+    deadline = time.monotonic() + TIMEOUT
+    while len(reports) < 2 and run.poll() and time.monotonic() < deadline:  # 1st: "starting"
+        time.sleep(0.05)
+    assert run.running, "the run ended before it could be cancelled"
+    run.cancel()
+
+    assert run.state is JobState.CANCELLED and run.result is None
+    assert engine and not [p for p in engine if p.is_running()
+                           and p.status() != psutil.STATUS_ZOMBIE]
+    assert node_ids(scene) == before
+    assert not any(temp_parent.iterdir())
+
+
+def test_logic_engine_failure_surfaces_and_changes_nothing(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path) -> None:
+    frames = same_range_frames(3).astype(np.float32)
+    frames[1, 2, 2, 2] = np.nan
+    source = cine(scene, frames, [0, 1, 2])
+    chosen = scene.AddNewNodeByClass(sequences.SEQUENCE_CLASS, "keep me")
+    chosen.SetDataNodeAtValue(source.GetNthDataNode(0), "5")
+    before = node_ids(scene)
+
+    run = logic.create_run(scene, sequences_logic, source, 0, 1, 1, method="linear",
+                           device="cpu", outputSequence=chosen, createMerged=True,
+                           tempParent=temp_parent)
+    with pytest.raises(EngineInputError, match="NaN"):
+        logic.run_to_end(run, interval=0.02)
+
+    assert run.state is JobState.FAILED
+    assert node_ids(scene) == before
+    assert [chosen.GetNthIndexValue(i) for i in range(chosen.GetNumberOfDataNodes())] == ["5"]
+    assert not any(temp_parent.iterdir())
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"frameA": 2, "frameB": 1}, "must come before"),
+    ({"frameA": 0, "frameB": 9}, "frames must be between 0 and 3"),
+    ({"numberOfFrames": 0}, "at least 1"),
+    ({"upsampleFactor": 1}, "at least 2"),
+    ({"frameA": 0, "frameB": 2, "numberOfFrames": 1, "createMerged": True},
+     "existing index value 10"),
+    ({"weights": "/nonexistent/weights.safetensors"}, "weights file not found"),
+    ({"steps": -1}, "steps"),
+    ({"ttt": "jigsaw"}, "jigsaw"),
+])
+def test_logic_rejects_bad_requests_before_touching_anything(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path, arguments: dict, message: str) -> None:
+    source = cine(scene, same_range_frames(4, (4, 4, 4)), [0, 10, 20, 30])
+    before = node_ids(scene)
+    with pytest.raises(ValueError, match=message):
+        logic.create_run(scene, sequences_logic, source, tempParent=temp_parent, **arguments)
+    assert node_ids(scene) == before and not any(temp_parent.iterdir())
+
+
+def test_logic_rejects_unusable_inputs(scene: slicer.vtkMRMLScene,
+                                       sequences_logic: slicer.vtkSlicerSequencesLogic) -> None:
+    source = cine(scene, same_range_frames(3, (4, 4, 4)), [0, 1, 2])
+    with pytest.raises(ValueError, match="must differ from the input"):
+        logic.create_run(scene, sequences_logic, source, outputSequence=source)
+    with pytest.raises(ValueError, match="select an input sequence"):
+        logic.create_run(scene, sequences_logic, None)
+    source.SetDataNodeAtValue(sequences.volume_from_array(
+        same_range_frames(1, (4, 4, 4))[0], np.eye(4)), "3")
+    with pytest.raises(ValueError, match="different voxel grids"):
+        logic.create_run(scene, sequences_logic, source, 2, 3)
+
+
+def test_logic_plans() -> None:
+    assert logic.evenly_spaced(3) == (0.25, 0.5, 0.75)
+    assert logic.plan_between(5, 1, 4, 2) == [logic.PairTask(1, 4, (1 / 3, 2 / 3))]
+    assert logic.plan_upsample(3, 2) == [logic.PairTask(0, 1, (0.5,)), logic.PairTask(1, 2, (0.5,))]
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        logic.plan_upsample(1, 2)
+
+
+def test_logic_phantom_sample_data(scene: slicer.vtkMRMLScene,
+                                   sequences_logic: slicer.vtkSlicerSequencesLogic) -> None:
+    node = logic.add_phantom_sequence(scene, sequences_logic, frames=6, size=(32, 32, 16))
+    phantom = make_phantom_sequence("cardiac", 6, (32, 32, 16))
+    stack = sequences.frames_as_arrays(node)
+    np.testing.assert_array_equal(stack.frames, phantom.frames)
+    np.testing.assert_allclose(stack.ijk_to_ras, ras_affine_from_geometry(phantom.geometry))
+    assert (node.GetName(), node.GetIndexUnit(), stack.index_values) == (
+        "TTT phantom", "frame", [0, 1, 2, 3, 4, 5])
+    assert sequences_logic.GetFirstBrowserNodeForSequenceNode(node) is not None
+
+
+@pytest.mark.slow
+def test_logic_phantom_interpolation_beats_linear_blending(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path) -> None:
+    """The module self-test's check, headless: UVI-Net + cycle TTT against linear blending."""
+    frames = 10
+    source = logic.add_phantom_sequence(scene, sequences_logic, frames=frames)
+    item_a, item_b = end_frames("cardiac", frames)
+    result = logic.run_to_end(logic.create_run(
+        scene, sequences_logic, source, item_a, item_b, item_b - item_a - 1, ttt="cycle",
+        steps=30, device="cpu", tempParent=temp_parent), interval=0.2)
+
+    scores = logic.score_against_truth(result.outputSequence, source, item_a, item_b)
+    assert [s.indexValue for s in scores] == list(range(item_a + 1, item_b))
+    assert np.mean([s.psnr for s in scores]) > np.mean([s.linearPsnr for s in scores])

@@ -1,0 +1,139 @@
+"""Extension packaging: CMake lists, metadata, catalog entry, icon, module description.
+
+A file missing from the module's CMake lists is silently not installed, and the three
+metadata places (CMake, .s4ext, catalog JSON) drift apart unless something compares them.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE_DIR = ROOT / "TTTInterpolation"
+# Properties of Slicer's catalog entry schema v1.0.2 ("additionalProperties": false).
+CATALOG_REQUIRED = {"$schema", "category", "scm_url"}
+CATALOG_ALLOWED = CATALOG_REQUIRED | {"scm_revision", "scm_type", "build_dependencies",
+                                      "dicom_support_rule", "build_subdirectory", "enabled",
+                                      "tier"}
+
+
+def cmake_sets(path: Path) -> dict[str, list[str]]:
+    """``set(NAME values...)`` of a CMakeLists (quoted values kept whole)."""
+    text = re.sub(r"#[^\n]*", "", path.read_text())
+    sets = {}
+    for name, body in re.findall(r'set\((\w+)((?:\s+(?:"[^"]*"|[^\s")]+))*)\s*\)', text):
+        sets[name] = [q or w for q, w in re.findall(r'"([^"]*)"|(\S+)', body)]
+    return sets
+
+
+def extension_metadata() -> dict[str, str]:
+    return {k: v[0] for k, v in cmake_sets(ROOT / "CMakeLists.txt").items()
+            if k.startswith("EXTENSION_")}
+
+
+def s4ext() -> dict[str, str]:
+    entries = {}
+    for line in (ROOT / "TTTInterpolation.s4ext").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            entries[key] = value.strip()
+    return entries
+
+
+def test_slicer_module_cmake_lists_every_file() -> None:
+    sets = cmake_sets(MODULE_DIR / "CMakeLists.txt")
+    module = sets["MODULE_NAME"][0]
+    listed = {item.replace("${MODULE_NAME}", module)
+              for item in sets["MODULE_PYTHON_SCRIPTS"] + sets["MODULE_PYTHON_RESOURCES"]}
+    on_disk = {p.relative_to(MODULE_DIR).as_posix() for p in MODULE_DIR.rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts and p.name != "CMakeLists.txt"}
+    assert listed == on_disk
+
+
+def test_slicer_module_cmake_builds_scripted_module_with_tests() -> None:
+    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    assert re.search(r"slicerMacroBuildScriptedModule\(.*WITH_GENERIC_TESTS", text, re.S)
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+
+
+def test_slicer_extension_cmake_metadata_and_structure() -> None:
+    metadata = extension_metadata()
+    for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL",
+                "SCREENSHOTURLS", "DEPENDS"):
+        assert metadata.get(f"EXTENSION_{key}"), f"EXTENSION_{key} is empty"
+    assert metadata["EXTENSION_DEPENDS"] == "PyTorch"
+    text = (ROOT / "CMakeLists.txt").read_text()
+    for needed in ("project(TTTInterpolation)", "find_package(Slicer REQUIRED)",
+                   "include(${Slicer_USE_FILE})", "add_subdirectory(TTTInterpolation)",
+                   "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
+                   "include(${Slicer_EXTENSION_CPACK})"):
+        assert needed in text
+    # The engine package is installed next to the module, not in a subfolder of its own.
+    rule = re.search(r"ctkMacroCompilePythonScript\((.*?)\)\n", text, re.S).group(1)
+    assert "TTTInterpolationLib/*.py" in text and "NO_INSTALL_SUBDIR" in rule
+    assert "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}" in rule
+    assert list((ROOT / "TTTInterpolationLib").glob("*.py")), "engine package not found"
+
+
+def test_slicer_s4ext_matches_cmake() -> None:
+    metadata, entries = extension_metadata(), s4ext()
+    assert entries["depends"] == metadata["EXTENSION_DEPENDS"]
+    assert entries["category"] == metadata["EXTENSION_CATEGORY"]
+    assert entries["homepage"] == metadata["EXTENSION_HOMEPAGE"]
+    assert entries["iconurl"] == metadata["EXTENSION_ICONURL"]
+    assert entries["description"] == metadata["EXTENSION_DESCRIPTION"]
+    assert entries["contributors"] == metadata["EXTENSION_CONTRIBUTORS"]
+    assert entries["screenshoturls"] == metadata["EXTENSION_SCREENSHOTURLS"]
+    assert entries["scmurl"].removesuffix(".git") == metadata["EXTENSION_HOMEPAGE"]
+
+
+def test_slicer_catalog_entry_follows_schema_and_cmake() -> None:
+    entry = json.loads((ROOT / "TTTInterpolation.json").read_text())
+    assert CATALOG_REQUIRED <= set(entry) <= CATALOG_ALLOWED
+    assert re.fullmatch(r"https://raw\.githubusercontent\.com/Slicer/Slicer/main/Schemas/"
+                        r"slicer-extension-catalog-entry-schema-v1\.0\.\d\.json#", entry["$schema"])
+    metadata = extension_metadata()
+    assert entry["category"] == metadata["EXTENSION_CATEGORY"]
+    assert entry["scm_url"] == metadata["EXTENSION_HOMEPAGE"]
+    assert entry["build_dependencies"] == metadata["EXTENSION_DEPENDS"].split(";")
+    assert entry["scm_type"] in ("git", "local") and 1 <= entry["tier"] <= 5
+    assert isinstance(entry["enabled"], bool)
+
+
+@pytest.mark.parametrize("path", ["Resources/TTTInterpolation.png",
+                                  "TTTInterpolation/Resources/Icons/TTTInterpolation.png"])
+def test_slicer_icons_are_128_pixel_pngs(path: str) -> None:
+    data = (ROOT / path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    assert struct.unpack(">II", data[16:24]) == (128, 128)
+
+
+def test_slicer_icon_and_screenshot_urls_point_into_the_repository() -> None:
+    metadata = extension_metadata()
+    assert metadata["EXTENSION_ICONURL"].endswith("/main/Resources/TTTInterpolation.png")
+    for url in metadata["EXTENSION_SCREENSHOTURLS"].split():
+        assert "/main/Resources/Screenshots/" in url
+    assert (ROOT / "Resources" / "Screenshots").is_dir()
+
+
+def test_slicer_module_description_satisfies_generic_tests() -> None:
+    """Slicer's generic module tests need categories, contributors and acknowledgement text."""
+    tree = ast.parse((MODULE_DIR / "TTTInterpolation.py").read_text())
+    assigned = {node.targets[0].attr: node.value for node in ast.walk(tree)
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute)
+                and ast.unparse(node.targets[0].value) == "self.parent"}
+    for attribute in ("title", "categories", "contributors", "helpText", "acknowledgementText"):
+        assert attribute in assigned, f"self.parent.{attribute} is not set"
+    assert ast.literal_eval(assigned["categories"]) == [extension_metadata()["EXTENSION_CATEGORY"]]
+    constants = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body
+                 if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
+                 and isinstance(n.value, ast.Constant)}
+    assert "UVI-Net" in constants["ACKNOWLEDGEMENT_TEXT"]
+    assert "Test Time Training" in constants["ACKNOWLEDGEMENT_TEXT"]
+    assert "logic.interpolate(" in constants["HELP_TEXT"]

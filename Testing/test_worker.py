@@ -1,0 +1,206 @@
+"""The background engine process, run for real: command line, progress, failure, cancel.
+
+No Slicer here: the worker is plain Python, so it is exercised exactly as Slicer uses it,
+against ``python -m TTTInterpolationLib`` in a child process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from TTTInterpolationLib.config import SCHEMES, TASKS
+from TTTInterpolationLib.phantoms import make_phantom_sequence
+from TTTInterpolationLib.volume_io import read_4d, write_volume
+from TTTInterpolationSlicerLib.worker import (
+    Device,
+    EngineError,
+    EngineInputError,
+    EngineJob,
+    EngineOptions,
+    JobState,
+    Method,
+    ProgressEvent,
+    Scheme,
+    TTTTask,
+    engine_environment,
+    interpolate_arguments,
+)
+
+FIRST_EVENT_TIMEOUT = 60.0
+
+
+def engine_command(*arguments: str | Path) -> list[str]:
+    return [sys.executable, "-m", "TTTInterpolationLib", *map(str, arguments)]
+
+
+def write_pair(folder: Path, size: tuple[int, int, int] = (32, 32, 16),
+               nan: bool = False) -> tuple[Path, Path]:
+    """Two phantom frames (ED and ES) as 3D NRRD files; ``nan`` spoils frame B."""
+    phantom = make_phantom_sequence("cardiac", 10, size)
+    frame_b = phantom.frames[4].copy()
+    if nan:
+        frame_b[0, 0, 0] = np.nan
+    paths = folder / "a.nrrd", folder / "b.nrrd"
+    write_volume(paths[0], phantom.frames[0], phantom.geometry)
+    write_volume(paths[1], frame_b, phantom.geometry)
+    return paths
+
+
+def wait_for_first_event(job: EngineJob) -> list[ProgressEvent]:
+    deadline = time.monotonic() + FIRST_EVENT_TIMEOUT
+    while time.monotonic() < deadline:
+        events = job.poll()
+        if events:
+            return events
+        time.sleep(0.05)
+    job.cancel()
+    raise AssertionError("the engine sent no progress line")
+
+
+def poll_to_end(job: EngineJob) -> list[ProgressEvent]:
+    events: list[ProgressEvent] = []
+    while job.state is JobState.RUNNING:
+        events += job.poll()
+        time.sleep(0.05)
+    return events
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ('{"stage": "ttt", "fraction": 0.25, "message": "step 1/4"}',
+     ProgressEvent("ttt", 0.25, "step 1/4")),
+    ('{"stage": "done", "fraction": 1.0, "message": ""}\n', ProgressEvent("done", 1.0, "")),
+    ('{"stage": "load", "fraction": 1.7}', ProgressEvent("load", 1.0, "")),  # clamped
+    ("Warning: some library banner", None),
+    ('{"fraction": 0.5}', None),
+    ('{"stage": 3, "fraction": 0.5}', None),
+    ("{not json", None),
+])
+def test_worker_parses_progress_lines(line: str, expected: ProgressEvent | None) -> None:
+    assert ProgressEvent.parse(line) == expected
+
+
+def test_worker_command_line_follows_engine_contract(tmp_path: Path) -> None:
+    options = EngineOptions(method=Method.UVINET, ttt=TTTTask.CYCLE, scheme=Scheme.MINIBATCH,
+                            steps=7, learning_rate=5e-4, weights=None, device=Device.CPU,
+                            seed=3)
+    args = interpolate_arguments(tmp_path / "a.nrrd", tmp_path / "b.nrrd", [0.25, 0.5],
+                                 tmp_path / "out.seq.nrrd", options)
+    assert args == ["interpolate", str(tmp_path / "a.nrrd"), str(tmp_path / "b.nrrd"),
+                    "--frames", "0", "1", "--times", "0.25", "0.5", "--method", "uvinet",
+                    "--ttt", "cycle", "--scheme", "minibatch", "--steps", "7", "--device", "cpu",
+                    "--seed", "3", "--lr", "0.0005", "--progress", "jsonl",
+                    "-o", str(tmp_path / "out.seq.nrrd")]
+    # The engine's own parser accepts every option the worker can produce.
+    from TTTInterpolationLib.cli import build_parser
+
+    parsed = build_parser().parse_args(args)
+    assert (parsed.ttt, parsed.scheme, parsed.steps, parsed.lr) == ("cycle", "minibatch", 7, 5e-4)
+
+
+def test_worker_choices_match_engine() -> None:
+    assert [t.value for t in TTTTask] == list(TASKS)
+    assert [s.value for s in Scheme] == list(SCHEMES)
+    for enum_type in (Method, TTTTask, Scheme, Device):
+        assert all(member.label() for member in enum_type)
+
+
+@pytest.mark.parametrize(("times", "message"), [
+    ([], "at least one"),
+    ([0.0, 0.5], "strictly between 0 and 1"),
+    ([1.0], "strictly between 0 and 1"),
+])
+def test_worker_rejects_bad_times(tmp_path: Path, times: list[float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        interpolate_arguments(tmp_path / "a", tmp_path / "b", times, tmp_path / "o",
+                              EngineOptions())
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (EngineOptions(steps=-1), "steps"),
+    (EngineOptions(learning_rate=0.0), "learning rate"),
+    (EngineOptions(weights=Path("/nonexistent/model.safetensors")), "weights file not found"),
+])
+def test_worker_options_are_checked_before_anything_runs(options: EngineOptions,
+                                                        message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        options.validate()
+
+
+def test_worker_runs_engine_and_reports_progress(tmp_path: Path) -> None:
+    frame_a, frame_b = write_pair(tmp_path)
+    output = tmp_path / "out.seq.nrrd"
+    args = interpolate_arguments(frame_a, frame_b, [0.25, 0.5, 0.75], output,
+                                 EngineOptions(method=Method.LINEAR, device=Device.CPU))
+    job = EngineJob(engine_command(*args), env=engine_environment())
+    job.start()
+    events = poll_to_end(job)
+
+    assert job.state is JobState.SUCCEEDED, job.stderr
+    assert job.returncode == 0
+    assert events and events[-1].is_done
+    assert all(0.0 <= e.fraction <= 1.0 for e in events)
+    written = read_4d(output)
+    assert written.index_values == pytest.approx([0.25, 0.5, 0.75])
+    assert written.geometry.allclose(make_phantom_sequence("cardiac", 10, (32, 32, 16)).geometry)
+
+
+def test_worker_engine_input_error_is_one_line_for_the_user(tmp_path: Path) -> None:
+    frame_a, frame_b = write_pair(tmp_path, nan=True)
+    output = tmp_path / "out.seq.nrrd"
+    args = interpolate_arguments(frame_a, frame_b, [0.5], output,
+                                 EngineOptions(method=Method.LINEAR, device=Device.CPU))
+    job = EngineJob(engine_command(*args), env=engine_environment())
+    job.start()
+    assert job.wait(FIRST_EVENT_TIMEOUT) is JobState.FAILED
+    assert job.returncode == 2
+    error = job.error()
+    assert isinstance(error, EngineInputError)
+    assert "NaN" in str(error) and "\n" not in str(error)
+    assert not output.exists()
+
+
+def test_worker_reports_a_killed_engine_as_failure(tmp_path: Path) -> None:
+    """An engine that dies (e.g. out of memory) is a failure with its exit status, not a hang."""
+    frame_a, frame_b = write_pair(tmp_path, size=(64, 64, 32))
+    args = interpolate_arguments(frame_a, frame_b, [0.5], tmp_path / "out.seq.nrrd",
+                                 EngineOptions(ttt=TTTTask.CYCLE, steps=50, device=Device.CPU))
+    job = EngineJob(engine_command(*args), env=engine_environment())
+    job.start()
+    wait_for_first_event(job)
+    os.kill(job.pid, signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
+    poll_to_end(job)
+    assert job.state is JobState.FAILED
+    error = job.error()
+    assert type(error) is EngineError
+    assert str(job.returncode) in str(error)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the launcher stand-in is a POSIX shell script")
+def test_worker_cancel_kills_the_whole_process_tree(tmp_path: Path) -> None:
+    """Like PythonSlicer, a launcher starts the interpreter as its child: both must go."""
+    launcher = tmp_path / "launcher.sh"
+    launcher.write_text(f'#!/bin/sh\n"{sys.executable}" "$@"\nexit $?\n')
+    launcher.chmod(0o755)
+    frame_a, frame_b = write_pair(tmp_path, size=(64, 64, 32))
+    output = tmp_path / "out.seq.nrrd"
+    args = interpolate_arguments(frame_a, frame_b, [0.5], output,
+                                 EngineOptions(ttt=TTTTask.CYCLE, steps=50, device=Device.CPU))
+    job = EngineJob([str(launcher), "-m", "TTTInterpolationLib", *args], env=engine_environment())
+    job.start()
+    wait_for_first_event(job)
+    tree = [psutil.Process(job.pid), *psutil.Process(job.pid).children(recursive=True)]
+    assert len(tree) >= 2, "the launcher should run the engine as a child process"
+
+    job.cancel()
+
+    assert job.state is JobState.CANCELLED
+    assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not output.exists()
