@@ -5,7 +5,6 @@ import pytest
 
 import TTTInterpolationLib as tl
 from TTTInterpolationLib.api import EvalSetting, evaluate_sequence, times_between
-from TTTInterpolationLib.config import TTTConfig
 from TTTInterpolationLib.errors import InputError
 from TTTInterpolationLib.metrics import psnr
 from TTTInterpolationLib.model_grid import normalize_minmax
@@ -103,14 +102,3 @@ def test_evaluation_rows_and_linear_baseline_by_hand():
     assert rows[0]["PSNR"] == pytest.approx(by_hand, rel=1e-9)
     assert rows[1]["trained"] is False
     assert rows[1]["PSNR"] == pytest.approx(rows[0]["PSNR"], abs=0.05)  # untrained ~ linear
-
-
-def test_cycle_ttt_from_untrained_model_beats_it_on_a_phantom():
-    """Instance optimisation with UVI-Net's own loss on the pair improves the prediction."""
-    seq = make_phantom_sequence("cardiac", 10, (32, 32, 16), seed=3)
-    rows = evaluate_sequence(
-        seq, [(0, 4)],
-        [EvalSetting("UVI-Net", "uvinet"),
-         EvalSetting("cycle", "uvinet", TTTConfig(task="cycle", steps=15, lr=3e-3))],
-        device="cpu").rows
-    assert rows[1]["PSNR"] > rows[0]["PSNR"] + 0.1
