@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .precision import at_least_float32, float32_region
+
 NCC_WINDOW = 9
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -60,15 +62,17 @@ def local_squared_correlation(a: torch.Tensor, b: torch.Tensor,
     Shapes ``(B, 1, D1, D2, D3)``. Sums are taken with zero padding and the moments follow the
     published (VoxelMorph) formulation exactly, including its epsilon.
     """
-    ones = torch.ones(window, dtype=a.dtype, device=a.device)
-    sums = separable_filter(torch.cat([a, b, a * a, b * b, a * b], dim=1), ones)
-    a_sum, b_sum, a2_sum, b2_sum, ab_sum = sums.unbind(dim=1)
-    n = float(window**3)
-    a_mean, b_mean = a_sum / n, b_sum / n
-    cross = ab_sum - b_mean * a_sum - a_mean * b_sum + a_mean * b_mean * n
-    a_var = a2_sum - 2 * a_mean * a_sum + a_mean * a_mean * n
-    b_var = b2_sum - 2 * b_mean * b_sum + b_mean * b_mean * n
-    return (cross * cross / (a_var * b_var + NCC_EPS)).unsqueeze(1)
+    with float32_region(a.device):  # variances are differences of sums: float32 at least
+        a, b = at_least_float32(a), at_least_float32(b)
+        ones = torch.ones(window, dtype=a.dtype, device=a.device)
+        sums = separable_filter(torch.cat([a, b, a * a, b * b, a * b], dim=1), ones)
+        a_sum, b_sum, a2_sum, b2_sum, ab_sum = sums.unbind(dim=1)
+        n = float(window**3)
+        a_mean, b_mean = a_sum / n, b_sum / n
+        cross = ab_sum - b_mean * a_sum - a_mean * b_sum + a_mean * b_mean * n
+        a_var = a2_sum - 2 * a_mean * a_sum + a_mean * a_mean * n
+        b_var = b2_sum - 2 * b_mean * b_sum + b_mean * b_mean * n
+        return (cross * cross / (a_var * b_var + NCC_EPS)).unsqueeze(1)
 
 
 def ssim_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,80 @@
+"""Evaluation of many cases split across the processes of a ``torchrun`` job, one table out.
+
+Why only the ``online`` scheme splits: online TTT resets the weights, optimiser and random
+stream for every case, so a case's scores do not depend on which process ran it or on the
+cases before it; the merged table equals the single-process one (up to float rounding).
+``minibatch`` and ``naive`` carry what they learned from case to case, so splitting would
+change the method: they are refused under torchrun instead of silently computing something
+else. Linear blending and plain UVI-Net are per-case, so they split too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from .api import EvalSetting, evaluate_sequence
+from .device import resolve_device
+from .distributed import DistContext, process_group, rank_device
+from .errors import InputError
+from .metrics import METRIC_NAMES
+from .volume import Sequence4D
+
+
+def evaluate_rows(seq: Sequence4D, pairs: Sequence[tuple[int, int]],
+                  settings: Sequence[EvalSetting], ctx: DistContext | None = None,
+                  **options: Any) -> list[dict[str, Any]] | None:
+    """Table rows of :func:`~TTTInterpolationLib.api.evaluate_sequence` over all ``pairs``.
+
+    Alone: exactly ``evaluate_sequence(...).rows``. Under torchrun: each rank evaluates every
+    ``world_size``-th pair, rank 0 gathers the partial rows and returns the merged table;
+    the other ranks return None. ``options`` go to ``evaluate_sequence`` (give rank 0 the
+    progress reporter and the others none).
+    """
+    ctx = ctx or DistContext.from_env()
+    if not ctx.enabled:
+        return evaluate_sequence(seq, pairs, settings, **options).rows
+    carried = sorted({s.ttt.scheme for s in settings if s.ttt.enabled} - {"online"})
+    if carried:
+        raise InputError(f"--scheme {carried[0]} carries weights from case to case and cannot "
+                         "be split across processes: run it without torchrun")
+    rank_device(resolve_device(options.get("device", "auto")), ctx)
+    mine = ctx.shard(list(pairs))
+    with process_group(ctx, "gloo"):  # Python objects only: gloo works for CPU and CUDA runs
+        rows = evaluate_sequence(seq, mine, settings, **options).rows if mine else None
+        gathered = ctx.all_gather_object(rows)
+    if not ctx.is_main:
+        return None
+    return merge_rows([r for r in gathered if r is not None])
+
+
+def merge_rows(shards: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Merge partial tables (same settings, disjoint cases) into one, exactly.
+
+    Means are weighted by frame counts; standard deviations are pooled (population, as in the
+    per-shard rows): ``var = sum n_i (s_i^2 + (m_i - m)^2) / N``. ``seconds_per_case`` is
+    averaged over cases (compute time per case, not wall time of the parallel run).
+    """
+    if not shards:
+        raise ValueError("no partial tables to merge")
+    merged = []
+    for rows in zip(*shards, strict=True):
+        labels = {r["label"] for r in rows}
+        if len(labels) != 1:
+            raise ValueError(f"partial tables disagree on their settings: {sorted(labels)}")
+        counts = [r["n_frames"] for r in rows]
+        cases = [r["n_cases"] for r in rows]
+        out = dict(rows[0])
+        for name in METRIC_NAMES:
+            mean = _weighted([r[name] for r in rows], counts)
+            spread = [r[f"{name}_std"] ** 2 + (r[name] - mean) ** 2 for r in rows]
+            out[name], out[f"{name}_std"] = mean, math.sqrt(_weighted(spread, counts))
+        out.update(n_frames=sum(counts), n_cases=sum(cases),
+                   seconds_per_case=_weighted([r["seconds_per_case"] for r in rows], cases))
+        merged.append(out)
+    return merged
+
+
+def _weighted(values: Sequence[float], weights: Sequence[int]) -> float:
+    return sum(v * w for v, w in zip(values, weights, strict=True)) / sum(weights)
