@@ -52,25 +52,42 @@ class LoadedModel:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def default_weights() -> Path | None:
-    """The weights used when none are given: none ship yet, so ``None`` (untrained)."""
-    return None
+def default_weights(progress: Progress | None = None) -> Path | None:
+    """The weights used when none are given: the registry's default model, or ``None``.
+
+    ``None`` (UVI-Net runs untrained, and every command says so) while the registry has no
+    default with weights. Resolving may download the default once into the cache (see
+    :mod:`.registry`), which is why ``progress`` is accepted.
+    """
+    from .registry import default_model_name, resolve_weights
+
+    name = default_model_name()
+    return None if name is None else resolve_weights(name, progress=progress)
 
 
 def load_model(weights: str | os.PathLike | None = None, device: str = "auto",
-               sha256: str | None = None, seed: int = 0) -> LoadedModel:
-    """Load ``weights`` (or the default), or build an untrained model seeded by ``seed``."""
+               sha256: str | None = None, seed: int = 0,
+               progress: Progress | None = None) -> LoadedModel:
+    """Load ``weights`` (a checkpoint path or a registered model name) or the default model.
+
+    With neither given nor a default registered, builds an untrained model seeded by ``seed``.
+    ``sha256`` checks a file given by path; registered models carry their own checksum.
+    """
+    from .registry import default_model_name, resolve_weights
+
     dev = resolve_device(device)
-    path = Path(weights) if weights is not None else default_weights()
-    if path is None:
+    name = str(weights) if weights is not None else default_model_name()
+    if name is None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = TTTModel()
         return LoadedModel(model.to(dev).eval(), dev, False, "untrained (random initialisation)")
     from .checkpoint import load_checkpoint
 
+    path = resolve_weights(name, progress=progress)
     model, info = load_checkpoint(path, sha256=sha256, device=dev)
-    return LoadedModel(model.eval(), dev, bool(info.get("trained", True)), str(path), info)
+    source = str(path) if Path(name).expanduser() == path else f"{name} ({path})"
+    return LoadedModel(model.eval(), dev, bool(info.get("trained", True)), source, info)
 
 
 def times_between(num: int | None = None, times: Sequence[float] | None = None) -> list[float]:
@@ -185,7 +202,8 @@ def interpolate(
     loaded = None
     if method == "uvinet":
         progress.update("load", 0.0, "loading model")
-        loaded = model or load_model(weights, device, seed=seed)
+        loaded = model or load_model(weights, device, seed=seed,
+                                     progress=SubProgress(progress, 0.0, 0.05))
         prepared.to(loaded.device)
     normalized = _predict_normalized([prepared], method, config, loaded,
                                      SubProgress(progress, 0.05, 0.95))[0]

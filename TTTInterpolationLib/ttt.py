@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -23,6 +24,7 @@ from .heads import TTTModel
 from .progress import NullProgress, Progress
 
 Pair = tuple[torch.Tensor, torch.Tensor]
+T = TypeVar("T")
 
 
 @dataclass
@@ -109,12 +111,36 @@ def run_ttt(
     Returns, per case, the frames at its times. ``on_loss(case, step, loss)`` sees every
     adaptation step (for logging and tests). Without an enabled task this is plain inference.
     """
+    return adapt_and_apply(model, cases, config, predict, progress, on_loss)
+
+
+def adapt_and_apply(
+    model: TTTModel,
+    cases: Sequence[Case],
+    config: TTTConfig,
+    apply: Callable[[TTTModel, Case], T],
+    progress: Progress | None = None,
+    on_loss: Callable[[int, int, float], None] | None = None,
+) -> list[T]:
+    """Run ``config``'s scheme and call ``apply(adapted_model, case)`` where it would predict.
+
+    ``apply`` sees each case's model exactly as the scheme leaves it at prediction time (after
+    that case's adaptation for online/minibatch, after all epochs for naive), in eval mode.
+    This is how callers get more than frames out of the adapted model (its flows, say) without
+    repeating the scheme logic. ``apply`` must not train or modify the model; without an
+    enabled task it receives the caller's own model.
+    """
     progress = progress or NullProgress()
     config = config.resolved()
+
+    def applied(adapted: TTTModel, case: Case) -> T:
+        adapted.eval()
+        return apply(adapted, case)
+
     if not config.enabled:
         results = []
         for i, case in enumerate(cases):
-            results.append(predict(model, case))
+            results.append(applied(model, case))
             progress.update("predict", (i + 1) / len(cases), f"case {i + 1}/{len(cases)}")
         return results
 
@@ -132,17 +158,17 @@ def run_ttt(
                         f"{config.task} case {index + 1}/{len(cases)} step {step + 1}"
                         f"/{config.steps} loss {loss:.4f}")
 
-    results: list[list[torch.Tensor]] = []
+    results: list[T] = []
     if config.scheme == "naive":
         for epoch in range(config.steps):
             for index, case in enumerate(cases):
                 adapt_on(index, case, epoch)
-        results = [predict(adapter.model, case) for case in cases]
+        results = [applied(adapter.model, case) for case in cases]
     else:
         for index, case in enumerate(cases):
             if config.scheme == "online":
                 adapter.reset()
             for step in range(config.steps):
                 adapt_on(index, case, step)
-            results.append(predict(adapter.model, case))
+            results.append(applied(adapter.model, case))
     return results

@@ -7,7 +7,7 @@ import torch
 
 from TTTInterpolationLib.config import TTTConfig
 from TTTInterpolationLib.heads import TTTModel
-from TTTInterpolationLib.ttt import Case, run_ttt, trainable_parameters
+from TTTInterpolationLib.ttt import Case, adapt_and_apply, run_ttt, trainable_parameters
 
 from .conftest import blob_pair
 
@@ -109,3 +109,26 @@ def test_zero_steps_is_plain_inference(model):
     plain = run_ttt(model, [case], TTTConfig())[0][0]
     zero = run_ttt(model, [case], TTTConfig(task="cycle", steps=0))[0][0]
     assert torch.equal(plain, zero)
+
+
+def _features_snapshot(adapted: TTTModel, case: Case) -> dict[str, torch.Tensor]:
+    assert not adapted.training  # apply always sees the model in eval mode
+    return {k: v.clone() for k, v in adapted.uvinet.features.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_adapt_and_apply_sees_each_scheme_s_model_at_prediction_time(model):
+    cases = [_case(1, shift=4.0), _case(2)]
+    pretrained = _features_snapshot(model.eval(), cases[0])
+    online = adapt_and_apply(model, cases, _config("rotation"), _features_snapshot)
+    alone = adapt_and_apply(model, cases[1:], _config("rotation"), _features_snapshot)
+    assert _same(online[1], alone[0]) and not _same(online[0], online[1])
+    assert not _same(online[0], pretrained)
+    naive = adapt_and_apply(model, cases, _config("rotation", "naive"), _features_snapshot)
+    assert _same(naive[0], naive[1])  # every case predicted with the final weights
+    plain = adapt_and_apply(model, cases, TTTConfig(), lambda m, c: m)
+    assert plain[0] is model  # no adaptation: the caller's own model, unmodified
+    assert _same(_features_snapshot(model, cases[0]), pretrained)

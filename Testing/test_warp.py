@@ -51,3 +51,22 @@ def test_downsample_flow_scales_vectors():
     assert down.shape == (1, 3, 4, 4, 2)
     assert torch.all(down == 1.0)
     assert downsample_flow(flow, 0) is flow
+
+
+def test_nearest_mode_keeps_label_values():
+    """Labels warped by a fractional flow must stay labels: no blended class numbers."""
+    labels = torch.randint(0, 4, (1, 1, 8, 12, 16), generator=torch.Generator().manual_seed(2))
+    labels = labels.float()
+    flow = torch.full((1, 3, 8, 12, 16), 0.4)
+    out = warp(labels, flow, mode="nearest")
+    assert set(out.unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
+    assert torch.equal(out, labels)  # 0.4 voxel rounds back to the same voxel
+    flow[:, 1] = 1.6  # rounds to 2 voxels along axis 1
+    np.testing.assert_array_equal(warp(labels, flow, mode="nearest")[0, 0, :, :-2].numpy(),
+                                  labels[0, 0, :, 2:].numpy())
+    assert not torch.equal(warp(labels, flow), warp(labels, flow, mode="nearest"))
+
+
+def test_unknown_warp_mode_is_refused():
+    with pytest.raises(ValueError, match="warp mode"):
+        warp(_volume(), torch.zeros(1, 3, 8, 12, 16), mode="bicubic")
