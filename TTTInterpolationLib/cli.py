@@ -26,7 +26,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False) -> None:
+def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False,
+                       many_schemes: bool = False) -> None:
     g = p.add_argument_group("model and test-time training")
     g.add_argument("--method", choices=("uvinet", "linear"), default="uvinet",
                    help="uvinet (default) or plain linear blending of the two frames")
@@ -34,19 +35,24 @@ def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False) -> 
                    nargs="+" if many_tasks else None,
                    help="self-supervised task adapted on at test time"
                    + (" (several: one table row each)" if many_tasks else "") + " (default none)")
-    g.add_argument("--scheme", choices=SCHEMES, default="online",
+    g.add_argument("--scheme", choices=SCHEMES, default=["online"] if many_schemes else "online",
+                   nargs="+" if many_schemes else None,
                    help="online (reset per case, default), minibatch (carry weights to the next "
-                   "case) or naive (adapt on all cases, then predict)")
+                   "case) or naive (adapt on all cases, then predict)"
+                   + (" (several: one table row per task and scheme)" if many_schemes else ""))
     g.add_argument("--steps", type=int, default=None,
                    help="TTT optimiser steps per case (epochs for naive); default 10")
     g.add_argument("--lr", type=float, default=None,
-                   help="TTT learning rate (default per task: rotation 1e-4, mae 2e-4, cycle 1e-3)")
+                   help="TTT learning rate (default per task: rotation 1e-4, mae 2e-4, cycle 1e-4)")
     g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=None,
                    help="TTT optimiser (default per task: adam, adamw for mae)")
     g.add_argument("--adapt", choices=("auto", "features", "all"), default="auto",
                    help="parameters TTT updates: features (shared feature extractor, the "
                    "paper's choice), all (whole UVI-Net), auto = all for cycle, else features")
-    g.add_argument("--weights", default=None, help="checkpoint file (.safetensors or .pt)")
+    g.add_argument("--weights", default=None,
+                   help="checkpoint file (.safetensors or .pt) or a registered model name "
+                   "(TTTInterpolationLib/weights/Models.json); default: the registered default "
+                   "model, if any")
     g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                    help="auto picks CUDA, then Apple MPS, then CPU")
     g.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
@@ -103,8 +109,10 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .api import EvalSetting, check_request, evaluate_sequence, format_table
+    from .api import EvalSetting, check_request, format_table
     from .config import TTTConfig
+    from .distributed import DistContext
+    from .parallel_eval import evaluate_rows
     from .progress import make_progress
     from .volume_io import check_output_path, read_4d
 
@@ -120,10 +128,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     seq = read_4d(args.inputs)
     pairs = [_frame_pair(f) for f in args.frames]
     check_request(seq, pairs)
-    progress = make_progress(args.progress)
-    _note_untrained(args, progress)
-    rows = evaluate_sequence(seq, pairs, settings, weights=args.weights, device=args.device,
-                             seed=args.seed, progress=progress).rows
+    ctx = DistContext.from_env()  # under torchrun the cases are split across the processes
+    progress = make_progress(args.progress if ctx.is_main else "none")
+    if ctx.is_main:
+        _note_untrained(args, progress)
+    rows = evaluate_rows(seq, pairs, settings, ctx, weights=args.weights, device=args.device,
+                         seed=args.seed, progress=progress)
+    if rows is None:  # not rank 0: rank 0 prints and writes the merged table
+        return 0
     progress.update("done", 1.0, "evaluation finished")
     progress.close()
     table = format_table(rows)
@@ -135,6 +147,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         summary.update({"input": [str(p) for p in args.inputs], "pairs": pairs, "table": rows})
         atomic_write_text(args.json, json.dumps(summary, indent=2))
     return 0
+
+
+def cmd_evaluate_pairs(args: argparse.Namespace) -> int:
+    """Registration NCC, Dice and cycle PSNR on real ED/ES pairs (see realdata_eval)."""
+    from .progress import make_progress
+    from .realdata_eval import check_request, evaluate_pairs, format_pairs_table, pair_settings
+    from .volume_io import atomic_write_text, check_output_path
+
+    if args.json:
+        check_output_path(args.json, suffixes=(".json",))
+    settings = pair_settings(args.ttt, args.scheme, args.method, steps=args.steps, lr=args.lr,
+                             optimizer=args.optimizer, adapt=args.adapt, seed=args.seed)
+    check_request(args.data, args.cases, args.limit, args.size)
+    progress = make_progress(args.progress)
+    _note_untrained(args, progress)
+    result = evaluate_pairs(args.data, settings, cases=args.cases, limit=args.limit,
+                            size=tuple(args.size), weights=args.weights, device=args.device,
+                            seed=args.seed, progress=progress)
+    progress.update("done", 1.0, "evaluation finished")
+    progress.close()
+    print(format_pairs_table(result.rows),
+          file=sys.stderr if args.progress == "jsonl" else sys.stdout)
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"data": str(args.data), **result.to_json()},
+                                                indent=2, allow_nan=False))
+    return 0
+
+
+def _add_evaluate_pairs_parser(sub: Any) -> None:
+    # Defaults spelled out (realdata_eval.TEST_SPLIT / DEFAULT_SIZE): importing that module
+    # here would load torch for every command, even --help.
+    p = sub.add_parser("evaluate-pairs", help="score the motion between real ED/ES pairs with "
+                       "labels (registration NCC, Dice, cycle PSNR), before and after TTT")
+    p.add_argument("--data", required=True, help="folder of <case>_ED/_ES.nii.gz images and "
+                   "their <case>_ED_gt/_ES_gt.nii.gz labels (the ACDC layout)")
+    p.add_argument("--cases", default="091-100", help="case numbers, ranges or names, e.g. "
+                   "091-100 (default, the ACDC test split), 1,5,91-93, or all")
+    p.add_argument("--limit", type=int, default=None, help="only the first N selected cases")
+    p.add_argument("--size", type=int, nargs=3, default=(128, 128, 32), metavar=("X", "Y", "Z"),
+                   help="model grid: centre crop/zero-pad to this size (default 128 128 32)")
+    p.add_argument("--json", default=None, help="also write the results to this .json file")
+    _add_model_options(p, many_tasks=True, many_schemes=True)
+    p.set_defaults(func=cmd_evaluate_pairs)
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
@@ -165,13 +220,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainOptions, train
+    from .distributed import DistContext
+    from .train import TrainOptions, curve_path, train
 
     options = TrainOptions(data=args.data, out=args.out, epochs=args.epochs,
-                           size=tuple(args.size), limit=args.limit, lr=args.lr,
-                           aux_weight=args.aux_weight, seed=args.seed, device=args.device,
-                           resume=args.resume)
-    train(options, progress_kind=args.progress)
+                           size=tuple(args.size), zoom=tuple(args.zoom), limit=args.limit,
+                           lr=args.lr, aux_weight=args.aux_weight, seed=args.seed,
+                           device=args.device, resume=args.resume, width=args.width,
+                           val_data=args.val_data, val_fraction=args.val_fraction,
+                           val_every=args.val_every, precision=args.precision)
+    info = train(options, progress_kind=args.progress)
+    if DistContext.from_env().is_main and args.progress != "jsonl":
+        last = info["history"][-1]
+        val = f", validation NCC {last['val_ncc']:.4f}" if "val_ncc" in last else ""
+        print(f"wrote {args.out} after {info['epochs']} epochs (loss {last['total']:.4f}{val}, "
+              f"{info['wall_seconds']:.0f} s); curve {curve_path(args.out)}")
     return 0
 
 
@@ -200,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also write the results to this .json file")
     _add_model_options(p, many_tasks=True)
     p.set_defaults(func=cmd_evaluate)
+    _add_evaluate_pairs_parser(sub)
 
     p = sub.add_parser("phantom", help="write a synthetic 4D phantom with exact ground truth")
     p.add_argument("--kind", choices=("cardiac", "lung"), default="cardiac")
@@ -223,17 +287,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train UVI-Net and its heads on ED/ES pairs")
-    p.add_argument("--data", required=True, help="folder of patientNNN_ED/ES.nii.gz pairs")
-    p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    p = sub.add_parser("train", help="train UVI-Net and its heads on pairs of frames "
+                       "(also under torchrun: DistributedDataParallel)")
+    p.add_argument("--data", required=True,
+                   help="folder of <case>_ED/_ES.nii.gz pairs (ACDC layout) or a .csv/.json "
+                   "manifest with columns path_a,path_b (3D files) or path,frame_a,frame_b "
+                   "(a 4D file), optional case; relative paths from the manifest's folder")
+    p.add_argument("--epochs", type=int, required=True,
+                   help="total epochs (a resumed run continues up to this number)")
+    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors or .pt); "
+                   "<out>.optim.pt and <out>.curve.png are written beside it")
     p.add_argument("--size", type=int, nargs=3, default=(128, 128, 32), metavar=("X", "Y", "Z"),
                    help="model grid: centre crop/zero-pad to this size (default 128 128 32)")
+    p.add_argument("--zoom", type=float, nargs="+", default=[1.0], metavar="F",
+                   help="resize each volume trilinearly by F (one factor, or one per axis) "
+                   "before the crop/pad; default 1 = no resampling (published); e.g. "
+                   "--zoom 0.5 --size 64 64 16 for a quick CPU model")
     p.add_argument("--limit", type=int, default=None, help="use only the first N pairs")
+    p.add_argument("--val-data", default=None,
+                   help="held-out pairs (folder or manifest) for validation")
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="instead: hold out this fraction of --data (drawn by --seed)")
+    p.add_argument("--val-every", type=int, default=1,
+                   help="validate every N epochs and after the last (default 1)")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--aux-weight", type=float, default=1.0,
                    help="lambda of L_main + lambda (L_rotation + L_mae) (default 1)")
-    p.add_argument("--resume", default=None, help="checkpoint to continue from")
+    p.add_argument("--width", type=float, default=1.0,
+                   help="channel width factor of a new model (default 1 = published)")
+    p.add_argument("--resume", default=None,
+                   help="checkpoint to continue from (its .optim.pt restores Adam too)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="auto: bf16 (or fp16) autocast on CUDA, fp32 elsewhere; bf16 may be "
+                   "forced on CPU (fast on CPUs with bfloat16 units)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar")
