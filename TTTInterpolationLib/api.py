@@ -36,9 +36,10 @@ from .ttt import Case, run_ttt
 from .volume import Sequence4D
 
 METHODS = ("uvinet", "linear")
+UNTRAINED = "untrained"  # ``weights=UNTRAINED`` (``--weights untrained``): random initialisation
 UNTRAINED_NOTE = ("no trained weights: UVI-Net runs with untrained (random) weights and behaves "
-                  "like linear blending; pass --weights FILE for a trained model (TTT with "
-                  "--ttt cycle still adapts it to the pair)")
+                  "like linear blending; pass --weights FILE or a registered model name for a "
+                  "trained model")
 
 
 @dataclass
@@ -70,14 +71,15 @@ def load_model(weights: str | os.PathLike | None = None, device: str = "auto",
                progress: Progress | None = None) -> LoadedModel:
     """Load ``weights`` (a checkpoint path or a registered model name) or the default model.
 
-    With neither given nor a default registered, builds an untrained model seeded by ``seed``.
+    ``weights="untrained"``, or neither given nor a default registered, builds an untrained
+    model seeded by ``seed`` (a baseline, and the start of pure instance optimisation).
     ``sha256`` checks a file given by path; registered models carry their own checksum.
     """
     from .registry import default_model_name, resolve_weights
 
     dev = resolve_device(device)
     name = str(weights) if weights is not None else default_model_name()
-    if name is None:
+    if name is None or name == UNTRAINED:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = TTTModel()

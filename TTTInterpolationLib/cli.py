@@ -51,8 +51,8 @@ def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False,
                    "paper's choice), all (whole UVI-Net), auto = all for cycle, else features")
     g.add_argument("--weights", default=None,
                    help="checkpoint file (.safetensors or .pt) or a registered model name "
-                   "(TTTInterpolationLib/weights/Models.json); default: the registered default "
-                   "model, if any")
+                   "(TTTInterpolationLib/weights/Models.json), or 'untrained' for a random "
+                   "initialisation; default: the registered default model, if any")
     g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                    help="auto picks CUDA, then Apple MPS, then CPU")
     g.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
@@ -76,9 +76,11 @@ def _frame_pair(values: Sequence[int]) -> tuple[int, int]:
 
 def _note_untrained(args: argparse.Namespace, progress: Any) -> None:
     """Say plainly when UVI-Net runs untrained."""
-    from .api import UNTRAINED_NOTE, default_weights
+    from .api import UNTRAINED, UNTRAINED_NOTE, default_weights
 
-    if args.method == "uvinet" and args.weights is None and default_weights() is None:
+    if args.method != "uvinet":
+        return
+    if args.weights == UNTRAINED or (args.weights is None and default_weights() is None):
         print(f"tttinterp: note: {UNTRAINED_NOTE}", file=sys.stderr)
         progress.update("load", 0.0, "note: " + UNTRAINED_NOTE)
 

@@ -20,7 +20,7 @@ OBLIQUE = Geometry(spacing=(1.5, 1.25, 4.0), origin=(-30.0, 12.5, 7.0),
 
 def test_outputs_lie_on_the_input_grid_and_intensity_range():
     a, b = blob_pair((30, 27, 13))
-    out = tl.interpolate(1000 * a, 1000 * b + 50, [0.25, 0.5], device="cpu")
+    out = tl.interpolate(1000 * a, 1000 * b + 50, [0.25, 0.5], device="cpu", weights="untrained")
     assert [o.shape for o in out] == [(30, 27, 13)] * 2
     assert all(o.dtype == np.float32 for o in out)
     # intensities are mapped back: an untrained UVI-Net is ~ linear blending in input units
@@ -94,7 +94,7 @@ def test_evaluation_rows_and_linear_baseline_by_hand():
     seq = make_phantom_sequence("cardiac", 10, (32, 32, 16), seed=1)
     rows = evaluate_sequence(seq, [(0, 4)], [EvalSetting("linear", "linear"),
                                               EvalSetting("UVI-Net", "uvinet")],
-                             device="cpu").rows
+                             device="cpu", weights="untrained").rows
     assert [r["n_frames"] for r in rows] == [3, 3]
     n0, n4 = normalize_minmax(seq.frames[0])[0], normalize_minmax(seq.frames[4])[0]
     by_hand = np.mean([psnr((1 - t) * n0 + t * n4, normalize_minmax(seq.frames[i])[0])

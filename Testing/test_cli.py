@@ -45,7 +45,8 @@ def test_phantom_command_writes_a_shifted_series(tmp_path):
 def test_interpolate_with_jsonl_progress(phantom, tmp_path):
     out = tmp_path / "out.seq.nrrd"
     res = run_cli("interpolate", phantom, "--frames", "0", "4", "--num", "3", "--ttt", "mae",
-                  "--steps", "2", "--progress", "jsonl", "--device", "cpu", "-o", out)
+                  "--steps", "2", "--progress", "jsonl", "--device", "cpu", "--weights",
+                  "untrained", "-o", out)
     assert res.returncode == 0, res.stderr
     records = [json.loads(line) for line in res.stdout.splitlines()]
     assert all(set(r) == {"stage", "fraction", "message"} for r in records)

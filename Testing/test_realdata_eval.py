@@ -80,7 +80,8 @@ def by_hand(case: str) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def evaluation():
     settings = pair_settings(["rotation"], ["online"], steps=1)
-    return evaluate_pairs(DATA, settings, cases="091-092", size=SIZE, device="cpu")
+    return evaluate_pairs(DATA, settings, cases="091-092", size=SIZE, device="cpu",
+                          weights="untrained")
 
 
 # ---------------------------------------------------------------------------- scores
