@@ -61,7 +61,7 @@ def save_figure(path: str | os.PathLike, seq: Sequence4D, evaluation: Evaluation
         ax.set_visible(False)
     for ax, err, row in zip(axes[1][3:], errors, evaluation.rows, strict=True):
         ax.imshow(err.T, cmap="inferno", vmin=0, vmax=vmax, origin="lower")
-        ax.set_title(f"|error|  PSNR {row['PSNR']:.2f} dB", fontsize=7)
+        ax.set_xlabel(f"|error|, PSNR {row['PSNR']:.2f} dB", fontsize=7)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
