@@ -448,6 +448,19 @@ def _lps_from_ijk_to_ras(node) -> np.ndarray:
     return ijk_to_ras
 
 
+def _slicer_read(slicer_core, path: Path):
+    """Read ``path`` with Slicer's own sequence storage node into a fresh scene.
+
+    Returns the sequence node and the storage node (to write the sequence back with).
+    """
+    scene = slicer_core.vtkMRMLScene()
+    sequence_node = scene.AddNode(slicer_core.vtkMRMLSequenceNode())
+    storage = scene.AddNode(slicer_core.vtkMRMLVolumeSequenceStorageNode())
+    storage.SetFileName(str(path))
+    assert storage.ReadData(sequence_node) == 1
+    return sequence_node, storage
+
+
 def test_slicer_reads_seq_nrrd_written_by_write_4d(tmp_path: Path, slicer_core) -> None:
     import slicer.util
 
@@ -455,11 +468,7 @@ def test_slicer_reads_seq_nrrd_written_by_write_4d(tmp_path: Path, slicer_core) 
     path = tmp_path / "written.seq.nrrd"
     write_4d(path, seq)
 
-    scene = slicer_core.vtkMRMLScene()
-    sequence_node = scene.AddNode(slicer_core.vtkMRMLSequenceNode())
-    storage = scene.AddNode(slicer_core.vtkMRMLVolumeSequenceStorageNode())
-    storage.SetFileName(str(path))
-    assert storage.ReadData(sequence_node) == 1
+    sequence_node, _ = _slicer_read(slicer_core, path)
 
     assert sequence_node.GetNumberOfDataNodes() == seq.num_frames
     assert sequence_node.GetIndexName() == "cardiac phase"
@@ -513,11 +522,7 @@ def test_slicer_sequence_round_trip_through_both(tmp_path: Path, slicer_core) ->
     seq = _sequence(index_values=[0.25, 0.5, 0.75])
     first, second = tmp_path / "ours.seq.nrrd", tmp_path / "theirs.seq.nrrd"
     write_4d(first, seq)
-    scene = slicer_core.vtkMRMLScene()
-    sequence_node = scene.AddNode(slicer_core.vtkMRMLSequenceNode())
-    storage = scene.AddNode(slicer_core.vtkMRMLVolumeSequenceStorageNode())
-    storage.SetFileName(str(first))
-    assert storage.ReadData(sequence_node) == 1
+    sequence_node, storage = _slicer_read(slicer_core, first)
     storage.SetFileName(str(second))
     assert storage.WriteData(sequence_node) == 1
     _assert_same_sequence(read_4d(second), seq, atol=1e-9)
