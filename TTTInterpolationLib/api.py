@@ -1,9 +1,10 @@
 """The Python API: interpolate and evaluate on numpy arrays or 4D files.
 
 This is what the CLI, the Slicer module's background process and console scripts call. Arrays
-are 3D ``(I, J, K)`` volumes in any intensity range; each is min-max normalised to [0, 1]
-(method.md section 6), zero-padded to the network's grid (multiples of 16) and mapped back, so
-outputs lie on the input's grid in the input's intensity range.
+are 3D ``(I, J, K)`` volumes in any intensity range; both frames of a pair are normalised with
+one robust intensity window and zero-padded to the network's grid (multiples of 16) by
+:func:`.preprocess.prepare_pair`, and mapped back, so outputs lie on the input's grid in the
+input's intensity range.
 
 Example::
 
@@ -29,8 +30,9 @@ from .config import TTTConfig
 from .device import resolve_device
 from .errors import InputError
 from .heads import TTTModel
-from .metrics import METRIC_NAMES, all_metrics
-from .model_grid import denormalize, from_model_grid, normalize_minmax, plan_mapping, to_model_grid
+from .metrics import METRIC_NAMES, all_metrics, psnr
+from .model_grid import plan_mapping
+from .preprocess import PreparedPair, prepare_pair
 from .progress import NullProgress, Progress, SubProgress
 from .ttt import Case, run_ttt
 from .volume import Sequence4D
@@ -121,12 +123,10 @@ def _check_volume(volume: np.ndarray, name: str) -> np.ndarray:
 
 @dataclass
 class _Prepared:
-    """One pair on the model grid: normalised tensors plus what maps results back."""
+    """One pair on the model grid (see :mod:`.preprocess`) as a TTT case."""
 
+    pair: PreparedPair
     case: Case
-    mapping: Any
-    ranges: tuple[tuple[float, float], tuple[float, float]]
-    normalized: tuple[np.ndarray, np.ndarray]
 
     def to(self, device: torch.device) -> None:
         self.case.i0, self.case.i1 = self.case.i0.to(device), self.case.i1.to(device)
@@ -135,32 +135,24 @@ class _Prepared:
 def _prepare(frame0: np.ndarray, frame1: np.ndarray, times: Sequence[float]) -> _Prepared:
     """Validate a pair and put it on the model grid (CPU tensors ``(1, 1, D1, D2, D3)``)."""
     f0, f1 = _check_volume(frame0, "frame A"), _check_volume(frame1, "frame B")
-    if f0.shape != f1.shape:
-        raise InputError(f"frame A {f0.shape} and frame B {f1.shape} must have the same shape")
-    mapping = plan_mapping(f0.shape)
-    (n0, r0), (n1, r1) = normalize_minmax(f0), normalize_minmax(f1)
-
-    def tensor(v: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(to_model_grid(v, mapping), np.float32))[
-            None, None]
-
-    return _Prepared(Case(tensor(n0), tensor(n1), list(times)), mapping, (r0, r1), (n0, n1))
+    pair = prepare_pair(f0, f1)
+    return _Prepared(pair, Case(pair.i0, pair.i1, list(times), pair.bounds))
 
 
-def _predict_normalized(prepared: Sequence[_Prepared], method: str, ttt: TTTConfig,
-                        loaded: LoadedModel | None, progress: Progress) -> list[list[np.ndarray]]:
-    """Per case, the frames at its times in [0, 1] on the original grid."""
+def _predict(prepared: Sequence[_Prepared], method: str, ttt: TTTConfig,
+             loaded: LoadedModel | None, progress: Progress) -> list[list[np.ndarray]]:
+    """Per case, the frames at its times on the input's grid, in the input's units."""
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     if method == "linear":
-        out = [[(1 - t) * p.normalized[0] + t * p.normalized[1] for t in p.case.times]
+        out = [[p.pair.restore((1 - t) * p.pair.i0 + t * p.pair.i1) for t in p.case.times]
                for p in prepared]
         progress.update("predict", 1.0, "linear blending")
         return out
     if loaded is None:
         raise ValueError("UVI-Net prediction needs a loaded model")
     frames = run_ttt(loaded.model, [p.case for p in prepared], ttt, progress)
-    return [[from_model_grid(f[0, 0].float().cpu().numpy(), p.mapping) for f in case_frames]
+    return [[p.pair.restore(f) for f in case_frames]
             for p, case_frames in zip(prepared, frames, strict=True)]
 
 
@@ -192,8 +184,8 @@ def interpolate(
 ) -> list[np.ndarray]:
     """Frames at fractional ``times`` (strictly between 0 and 1) between two 3D volumes.
 
-    Returns float32 volumes of the inputs' shape; intensities follow the inputs' ranges
-    (blended linearly in ``t``). ``model`` reuses an already loaded model.
+    Returns float32 volumes of the inputs' shape, in the inputs' intensity units (both frames
+    share one intensity window, :mod:`.preprocess`). ``model`` reuses an already loaded model.
     """
     progress = progress or NullProgress()
     times = times_between(times=times)
@@ -207,11 +199,7 @@ def interpolate(
         loaded = model or load_model(weights, device, seed=seed,
                                      progress=SubProgress(progress, 0.0, 0.05))
         prepared.to(loaded.device)
-    normalized = _predict_normalized([prepared], method, config, loaded,
-                                     SubProgress(progress, 0.05, 0.95))[0]
-    (lo0, hi0), (lo1, hi1) = prepared.ranges
-    return [denormalize(f, ((1 - t) * lo0 + t * lo1, (1 - t) * hi0 + t * hi1)).astype(np.float32)
-            for t, f in zip(times, normalized, strict=True)]
+    return _predict([prepared], method, config, loaded, SubProgress(progress, 0.05, 0.95))[0]
 
 
 def check_frame_pair(seq: Sequence4D, a: int, b: int) -> None:
@@ -269,61 +257,118 @@ class EvalSetting:
     ttt: TTTConfig = field(default_factory=TTTConfig)
 
 
+#: Row metrics: the published per-frame ones, then PSNR on the case's sequence-wide window.
+ROW_METRICS = (*METRIC_NAMES, "PSNR_seq")
+
+
 def _summary(values: list[dict[str, float]]) -> dict[str, float]:
     out: dict[str, float] = {}
-    for name in METRIC_NAMES:
+    for name in ROW_METRICS:
         arr = np.array([v[name] for v in values], dtype=np.float64)
         out[name] = float(arr.mean())
         out[f"{name}_std"] = float(arr.std())
     return out
 
 
+@dataclass(frozen=True)
+class EvalCase:
+    """One test case: frames ``a`` and ``b`` of ``seq`` are given, ``hidden`` are predicted.
+
+    ``times`` are the hidden frames' fractions from ``a`` to ``b`` by index value.
+    """
+
+    name: str
+    seq: Sequence4D
+    a: int
+    b: int
+    hidden: list[int]
+    times: list[float]
+
+    @property
+    def window(self) -> tuple[float, float]:
+        """The whole sequence's min and max: the scale of the sequence-normalised PSNR."""
+        low, high = float(self.seq.frames.min()), float(self.seq.frames.max())
+        return low, (high if high > low else low + 1.0)
+
+
+def make_case(seq: Sequence4D, a: int, b: int, name: str | None = None) -> EvalCase:
+    """The case that hides every frame strictly between items ``a`` and ``b`` of ``seq``."""
+    check_frame_pair(seq, a, b)
+    hidden = list(range(a + 1, b)) if a < b else list(range(a - 1, b, -1))
+    if not hidden:
+        raise InputError(f"frames {a} and {b} are neighbours: no frame between them to hide")
+    va, vb = seq.index_values[a], seq.index_values[b]
+    return EvalCase(name or f"{a}->{b}", seq, a, b, hidden,
+                    [(seq.index_values[i] - va) / (vb - va) for i in hidden])
+
+
+def score_frame(pred: np.ndarray, truth: np.ndarray,
+                window: tuple[float, float]) -> dict[str, float]:
+    """Published metrics with both frames on the truth's own min-max scale (method notes 7),
+    plus ``PSNR_seq``: PSNR with both on the sequence's ``window``.
+
+    The published per-frame scale exaggerates errors in dark frames and hides them in bright
+    ones; one window per sequence weighs every frame of a case alike.
+    """
+    low, high = float(truth.min()), float(truth.max())
+    high = high if high > low else low + 1.0
+    scores = all_metrics((pred - low) / (high - low), (truth - low) / (high - low))
+    seq_low, seq_high = window
+    scores["PSNR_seq"] = psnr((pred - seq_low) / (seq_high - seq_low),
+                              (truth - seq_low) / (seq_high - seq_low))
+    return scores
+
+
 @dataclass
 class Evaluation:
-    """Scores per setting (``rows``) and what they were computed from, for figures and files."""
+    """Scores per setting (``rows``, ``per_case``) and what they came from, for figures/files.
+
+    ``truths`` and ``predictions`` are on each case's sequence-normalised scale.
+    """
 
     rows: list[dict[str, Any]]
-    cases: list[tuple[int, int, list[int], list[float]]]
+    cases: list[EvalCase]
     truths: list[list[np.ndarray]]
     predictions: dict[str, list[list[np.ndarray]]]
+    per_case: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def evaluate_sequence(seq: Sequence4D, pairs: Sequence[tuple[int, int]],
-                      settings: Sequence[EvalSetting], *, weights: str | os.PathLike | None = None,
-                      device: str = "auto", seed: int = 0, model: LoadedModel | None = None,
-                      progress: Progress | None = None) -> Evaluation:
+                      settings: Sequence[EvalSetting], **options: Any) -> Evaluation:
     """Hide the frames strictly between each pair, predict them with every setting, score them.
 
-    Each pair is one test case (TTT schemes run across the cases in the given order). Metrics
-    are the published ones, on the input's grid, prediction in [0, 1] against the ground truth
-    min-max normalised per volume; one row per setting with means, standard deviations over
-    all predicted frames, ``n_frames`` and ``seconds_per_case``.
+    Each pair is one test case; see :func:`evaluate_cases`.
+    """
+    return evaluate_cases([make_case(seq, a, b) for a, b in pairs], settings, **options)
+
+
+def evaluate_cases(cases: Sequence[EvalCase], settings: Sequence[EvalSetting], *,
+                   weights: str | os.PathLike | None = None, device: str = "auto",
+                   seed: int = 0, model: LoadedModel | None = None,
+                   progress: Progress | None = None) -> Evaluation:
+    """Predict every case's hidden frames with every setting and score them (:func:`score_frame`).
+
+    TTT schemes run across the cases in the given order. One row per setting with means and
+    standard deviations over all predicted frames, ``n_frames``, ``n_cases`` and
+    ``seconds_per_case``; ``per_case`` holds each case's means.
     """
     progress = progress or NullProgress()
-    cases = []
-    for a, b in pairs:
-        check_frame_pair(seq, a, b)
-        hidden = list(range(a + 1, b)) if a < b else list(range(a - 1, b, -1))
-        if not hidden:
-            raise InputError(f"frames {a} and {b} are neighbours: no frame between them to hide")
-        va, vb = seq.index_values[a], seq.index_values[b]
-        cases.append((a, b, hidden, [(seq.index_values[i] - va) / (vb - va) for i in hidden]))
-    prepared = [_prepare(seq.frames[a], seq.frames[b], times) for a, b, _, times in cases]
+    prepared = [_prepare(c.seq.frames[c.a], c.seq.frames[c.b], c.times) for c in cases]
     loaded = None
     if any(s.method == "uvinet" for s in settings):
         loaded = model or load_model(weights, device, seed=seed)
         for p in prepared:
             p.to(loaded.device)
-    truths = [[normalize_minmax(seq.frames[i])[0] for i in hidden] for _, _, hidden, _ in cases]
-    rows, predictions = [], {}
+    truths = [[c.seq.frames[i] for i in c.hidden] for c in cases]
+    evaluation = Evaluation([], list(cases), [], {})
     for k, setting in enumerate(settings):
         sub = SubProgress(progress, k / len(settings), (k + 1) / len(settings))
         start = time.perf_counter()
-        predicted = _predict_normalized(prepared, setting.method, setting.ttt, loaded, sub)
+        predicted = _predict(prepared, setting.method, setting.ttt, loaded, sub)
         seconds = (time.perf_counter() - start) / len(cases)
-        predictions[setting.label] = predicted
-        scores = [all_metrics(p, g) for preds, gts in zip(predicted, truths, strict=True)
-                  for p, g in zip(preds, gts, strict=True)]
+        per_case = [[score_frame(p, g, c.window) for p, g in zip(preds, gts, strict=True)]
+                    for c, preds, gts in zip(cases, predicted, truths, strict=True)]
+        scores = [s for case_scores in per_case for s in case_scores]
         row: dict[str, Any] = {
             "label": setting.label, "method": setting.method,
             "ttt": setting.ttt.resolved().to_dict() if setting.method == "uvinet" else None,
@@ -331,8 +376,20 @@ def evaluate_sequence(seq: Sequence4D, pairs: Sequence[tuple[int, int]],
             "seconds_per_case": seconds}
         if loaded is not None and setting.method == "uvinet":
             row.update(weights=loaded.source, trained=loaded.trained)
-        rows.append(row)
-    return Evaluation(rows, cases, truths, predictions)
+        evaluation.rows.append(row)
+        evaluation.per_case[setting.label] = [
+            {"case": c.name, **{m: float(np.mean([s[m] for s in cs])) for m in ROW_METRICS}}
+            for c, cs in zip(cases, per_case, strict=True)]
+        evaluation.predictions[setting.label] = [
+            [_on_window(p, c.window) for p in preds] for c, preds in zip(cases, predicted,
+                                                                      strict=True)]
+    evaluation.truths = [[_on_window(g, c.window) for g in gts]
+                         for c, gts in zip(cases, truths, strict=True)]
+    return evaluation
+
+
+def _on_window(volume: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    return ((volume - window[0]) / (window[1] - window[0])).astype(np.float32)
 
 
 def evaluate_file(inputs: str | os.PathLike | Sequence[str | os.PathLike],
@@ -348,10 +405,10 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Plain-text table: one row per setting, metrics as mean +- std."""
     width = max(28, *(len(r["label"]) for r in rows))
     header = (f"{'method':<{width}} {'PSNR':>15} {'NCC':>15} {'SSIM':>15} {'NMSE (x100)':>15} "
-              f"{'frames':>6} {'s/case':>8}")
+              f"{'PSNR (seq)':>15} {'frames':>6} {'s/case':>8}")
     lines = [header, "-" * len(header)]
     for r in rows:
-        cells = [f"{r[m]:.3f} ± {r[m + '_std']:.3f}" for m in METRIC_NAMES]
+        cells = [f"{r[m]:.3f} ± {r[m + '_std']:.3f}" for m in ROW_METRICS]
         lines.append(f"{r['label']:<{width}} " + " ".join(f"{c:>15}" for c in cells)
                      + f" {r['n_frames']:>6} {r['seconds_per_case']:>8.2f}")
     return "\n".join(lines)

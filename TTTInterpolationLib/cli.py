@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from .config import SCHEMES, TASKS
+from .config import AUGMENT_CHOICES, SCHEMES, SPLITS, TASKS
 from .errors import InputError
 
 EXIT_INPUT = 2
@@ -110,13 +110,40 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluation_cases(args: argparse.Namespace, progress: Any) -> tuple[list[Any], Any]:
+    """The cases of ``evaluate``: rows of ``--cases``, or ``--frames`` pairs of the INPUT."""
+    from .api import check_request, make_case
+    from .phantoms import Shift
+    from .volume_io import read_4d
+
+    shift = Shift.parse(args.shift) if args.shift else None
+    if args.cases is not None:
+        if args.inputs or args.frames:
+            raise InputError("give either --cases or INPUT with --frames, not both")
+        from .sequence_cases import load_cases
+
+        return load_cases(args.cases, args.split, shift, args.limit, progress), args.cases
+    if not args.inputs or not args.frames:
+        raise InputError("give INPUT and --frames A B (repeatable), or --cases CSV")
+    seq = read_4d(args.inputs)
+    if shift is not None and not shift.is_identity():
+        from dataclasses import replace
+
+        from .sequence_cases import shift_sequence_frames
+
+        seq = replace(seq, frames=shift_sequence_frames(seq.frames, shift, args.seed))
+    pairs = [_frame_pair(f) for f in args.frames]
+    check_request(seq, pairs)
+    return [make_case(seq, a, b) for a, b in pairs], [str(p) for p in args.inputs]
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .api import EvalSetting, check_request, format_table
+    from .api import EvalSetting, format_table
     from .config import TTTConfig
     from .distributed import DistContext
     from .parallel_eval import evaluate_rows
     from .progress import make_progress
-    from .volume_io import check_output_path, read_4d
+    from .volume_io import check_output_path
 
     if args.json:
         check_output_path(args.json, suffixes=(".json",))
@@ -127,27 +154,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             label = "UVI-Net" if task == "none" else f"UVI-Net + TTT {task} ({config.scheme})"
             settings.append(EvalSetting(label, "uvinet", config if task != "none"
                                         else TTTConfig()))
-    seq = read_4d(args.inputs)
-    pairs = [_frame_pair(f) for f in args.frames]
-    check_request(seq, pairs)
     ctx = DistContext.from_env()  # under torchrun the cases are split across the processes
     progress = make_progress(args.progress if ctx.is_main else "none")
+    cases, source = _evaluation_cases(args, progress)
     if ctx.is_main:
         _note_untrained(args, progress)
-    rows = evaluate_rows(seq, pairs, settings, ctx, weights=args.weights, device=args.device,
-                         seed=args.seed, progress=progress)
-    if rows is None:  # not rank 0: rank 0 prints and writes the merged table
+    result = evaluate_rows(cases, settings, ctx, weights=args.weights, device=args.device,
+                           seed=args.seed, progress=progress)
+    if result is None:  # not rank 0: rank 0 prints and writes the merged table
         return 0
+    rows, per_case = result
     progress.update("done", 1.0, "evaluation finished")
     progress.close()
     table = format_table(rows)
     print(table, file=sys.stderr if args.progress == "jsonl" else sys.stdout)
     if args.json:
+        from .realdata_eval import _finite
         from .volume_io import atomic_write_text
 
-        summary = {k: v for k, v in rows[-1].items()}
-        summary.update({"input": [str(p) for p in args.inputs], "pairs": pairs, "table": rows})
-        atomic_write_text(args.json, json.dumps(summary, indent=2))
+        summary = {"input": source, "split": args.split if args.cases else None,
+                   "shift": args.shift, "cases": [c.name for c in cases],
+                   "pairs": [[c.a, c.b] for c in cases], "table": rows, "per_case": per_case}
+        atomic_write_text(args.json, json.dumps(_finite(summary), indent=2, allow_nan=False))
     return 0
 
 
@@ -230,7 +258,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                            lr=args.lr, aux_weight=args.aux_weight, seed=args.seed,
                            device=args.device, resume=args.resume, width=args.width,
                            val_data=args.val_data, val_fraction=args.val_fraction,
-                           val_every=args.val_every, precision=args.precision)
+                           val_every=args.val_every, precision=args.precision,
+                           augment=args.augment)
     info = train(options, progress_kind=args.progress)
     if DistContext.from_env().is_main and args.progress != "jsonl":
         last = info["history"][-1]
@@ -259,9 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("evaluate", help="hide frames between pairs, predict them, score them")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
-    p.add_argument("--frames", nargs=2, type=int, required=True, action="append",
-                   metavar=("A", "B"), help="a pair of frames (repeat for more cases)")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="a 4D file (or 3D frame files); or give --cases instead")
+    p.add_argument("--frames", nargs=2, type=int, action="append", metavar=("A", "B"),
+                   help="a pair of frames of INPUT (repeat for more cases)")
+    p.add_argument("--cases", default=None, metavar="CSV",
+                   help="case list (path, ed, es[, case, split] columns, e.g. "
+                   "shared/data/acdc-4d/cases.csv): one case per row, every frame between ed "
+                   "and es hidden")
+    p.add_argument("--split", choices=SPLITS, default="all",
+                   help="rows of --cases to use (default all)")
+    p.add_argument("--shift", default=None,
+                   help="distribution shift applied to every sequence, e.g. "
+                   "'gamma=1.5,noise=0.03,bias=0.2' (Rician noise, seeded per case)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N cases of --cases")
     p.add_argument("--json", default=None, help="also write the results to this .json file")
     _add_model_options(p, many_tasks=True)
     p.set_defaults(func=cmd_evaluate)
@@ -322,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="auto: bf16 (or fp16) autocast on CUDA, fp32 elsewhere; bf16 may be "
                    "forced on CPU (fast on CPUs with bfloat16 units)")
+    p.add_argument("--augment", choices=AUGMENT_CHOICES, default="default",
+                   help="default: organ-centred random crops, time reversal and scanner-like "
+                   "intensity shifts (gamma, bias field, blur, Rician noise); none: centre crops")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar")

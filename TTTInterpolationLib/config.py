@@ -17,6 +17,10 @@ TASKS = ("none", "rotation", "mae", "cycle")
 SCHEMES = ("online", "minibatch", "naive")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ADAPT = ("auto", "features", "all")
+#: Rows of a case list (``evaluate --cases``): the ACDC 4D split names, or every row.
+SPLITS = ("all", "validation", "test")
+#: Training augmentation: ``default`` = crops, time reversal, intensity shifts (augment.py).
+AUGMENT_CHOICES = ("default", "none")
 
 
 @dataclass(frozen=True)

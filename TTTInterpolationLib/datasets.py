@@ -14,8 +14,9 @@
   ``path,frame_a,frame_b`` (one 4D file and two 0-based frame numbers); an optional ``case``
   names the pair in logs and checkpoints. Relative paths resolve against the manifest's folder.
 
-Preprocessing follows method.md section 6 by default: centre crop or zero-pad to the model grid
-without resampling, then min-max to [0, 1] per volume. ``zoom`` != 1 first resizes each volume
+Preprocessing is :func:`.preprocess.prepare_pair`, the path every command shares (one robust
+intensity window per pair, then centre crop or zero-pad to the model grid without resampling),
+after optional augmentation (:mod:`.augment`). ``zoom`` != 1 first resizes each volume
 trilinearly by that factor (per axis), so a model can train at a lower resolution on a CPU,
 e.g. ``size (64, 64, 16)`` with ``zoom 0.5`` covers the published 128x128x32 field of view.
 """
@@ -35,8 +36,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .augment import AugmentOptions, augment_pair
 from .errors import InputError
-from .model_grid import MIN_SIZE, normalize_minmax, plan_mapping, to_model_grid
+from .model_grid import MIN_SIZE
+from .preprocess import prepare_pair
 
 _ACDC_ED = re.compile(r"^(?P<case>.+)_ED\.nii(\.gz)?$")
 MANIFEST_SUFFIXES = (".csv", ".json")
@@ -53,6 +56,8 @@ class PairSource:
     path_b: Path  # the same file as path_a for a 4D source
     frame_a: int | None = None
     frame_b: int | None = None
+    labels: tuple[Path, ...] = ()  # label maps of the organ (ACDC *_gt files): crop centre
+
 
     @property
     def is_4d(self) -> bool:
@@ -83,10 +88,18 @@ def find_acdc_pairs(root: Path) -> list[PairSource]:
         match = _ACDC_ED.match(ed.name)
         es = ed.with_name(ed.name.replace("_ED.", "_ES."))
         if match and es.is_file():
-            pairs.append(PairSource(match["case"], ed, es))
+            labels = tuple(p for p in (_label_path(ed), _label_path(es)) if p.is_file())
+            pairs.append(PairSource(match["case"], ed, es, labels=labels))
     if not pairs:
         raise InputError(f"no <case>_ED.nii.gz / <case>_ES.nii.gz pairs in {root}")
     return pairs
+
+
+def _label_path(image: Path) -> Path:
+    """``patient001_ED.nii.gz`` -> ``patient001_ED_gt.nii.gz`` (ACDC's label file name)."""
+    name = image.name
+    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name[: -len(".nii")]
+    return image.with_name(f"{stem}_gt{name[len(stem):]}")
 
 
 # --------------------------------------------------------------------------- manifests
@@ -234,20 +247,6 @@ def resize(volume: np.ndarray, zoom: Sequence[float]) -> np.ndarray:
     return np.pad(out, [(s // 2, s - s // 2) for s in short]) if any(short) else out
 
 
-def preprocess(volume: np.ndarray, size: tuple[int, int, int],
-               zoom: Sequence[float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
-    """Resize by ``zoom`` (if not 1), centre crop/pad to ``size``, min-max to [0, 1].
-
-    Returns ``(1, D1, D2, D3)`` float32.
-    """
-    volume = np.asarray(volume, np.float32)
-    if any(z != 1.0 for z in zoom):
-        volume = resize(volume, zoom)
-    mapping = plan_mapping(volume.shape, size)
-    normalized, _ = normalize_minmax(to_model_grid(volume, mapping))
-    return torch.from_numpy(np.ascontiguousarray(normalized, dtype=np.float32))[None]
-
-
 class _PairReader:
     """Reads the two volumes of a pair; keeps the last 4D series so its rows read it once."""
 
@@ -274,26 +273,67 @@ class _PairReader:
         return a, b
 
 
-class PairDataset(torch.utils.data.Dataset):
-    """Pairs preprocessed once and kept in memory (a few MB each): ``(A, B)`` per item.
+def organ_centre(source: PairSource, raw_shape: tuple[int, ...],
+                 zoom: Sequence[float]) -> tuple[float, float, float]:
+    """Voxel centre (after ``zoom``) of the labelled organ, or of the volume without labels.
 
-    Everything is read up front so a bad file fails before any training step.
+    The organ is the union of the pair's label maps (ACDC ``*_gt`` files) of the image's shape.
+    """
+    from .volume_io import read_volume
+
+    masks = [np.asarray(read_volume(path)[0]) > 0 for path in source.labels]
+    masks = [m for m in masks if m.shape == tuple(raw_shape) and m.any()]
+    if masks:
+        coords = np.argwhere(np.logical_or.reduce(masks)).mean(axis=0)
+    else:
+        coords = (np.asarray(raw_shape, np.float64) - 1.0) / 2.0
+    return tuple(float(c * z) for c, z in zip(coords, zoom, strict=True))  # type: ignore
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Training pairs kept in memory (a few MB each): ``(A, B)`` per item, ``(1, D1, D2, D3)``.
+
+    Everything is read up front so a bad file fails before any training step. Without
+    ``augment`` each pair is the centre crop/pad of :func:`.preprocess.prepare_pair`, made
+    once. With ``augment`` every epoch draws a new view of each pair (:mod:`.augment`) from
+    ``(seed, epoch, index)`` (call :meth:`set_epoch`), so a run replays exactly by seed.
     """
 
     def __init__(self, pairs: list[PairSource], size: tuple[int, int, int],
-                 zoom: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
+                 zoom: Sequence[float] = (1.0, 1.0, 1.0), augment: AugmentOptions | None = None,
+                 seed: int = 0) -> None:
         reader = _PairReader()
         self.cases = [p.case for p in pairs]
-        self.items = []
+        self.size, self.augment, self.seed, self.epoch = tuple(size), augment, seed, 0
+        self.raw: list[tuple[np.ndarray, np.ndarray]] = []
+        self.centres: list[tuple[float, float, float]] = []
         for pair in pairs:
-            a, b = reader.read(pair)
-            self.items.append((preprocess(a, size, zoom), preprocess(b, size, zoom)))
+            a, b = (np.asarray(v, np.float32) for v in reader.read(pair))
+            raw_shape = a.shape
+            if any(z != 1.0 for z in zoom):
+                a, b = resize(a, zoom), resize(b, zoom)
+            self.raw.append((a, b))
+            if augment:
+                self.centres.append(organ_centre(pair, raw_shape, zoom))
+        self.fixed = None if augment else [self._view(a, b) for a, b in self.raw]
+
+    def _view(self, a: np.ndarray, b: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        pair = prepare_pair(a, b, self.size)
+        return pair.i0[0], pair.i1[0]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Views of epoch ``epoch`` from now on (no effect without augmentation)."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.raw)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.items[index]
+        if self.fixed is not None:
+            return self.fixed[index]
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        a, b = augment_pair(*self.raw[index], self.centres[index], self.size, rng, self.augment)
+        return self._view(a, b)
 
 
 def write_phantom_pairs(folder: str | os.PathLike, count: int, kind: str = "cardiac",

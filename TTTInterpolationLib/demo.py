@@ -39,17 +39,17 @@ def save_figure(path: str | os.PathLike, seq: Sequence4D, evaluation: Evaluation
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .model_grid import normalize_minmax
-
-    a, b, hidden, _ = evaluation.cases[0]
+    case = evaluation.cases[0]
+    a, b, hidden = case.a, case.b, case.hidden
+    low, high = case.window
     mid = len(hidden) // 2
     z = seq.frames.shape[3] // 2
     labels = list(evaluation.predictions)
     columns = 2 + 1 + len(labels)
     fig, axes = plt.subplots(2, columns, figsize=(2.2 * columns, 4.8))
     gt = evaluation.truths[0][mid]
-    top = [(f"frame {a} (input)", normalize_minmax(seq.frames[a])[0]),
-           (f"frame {b} (input)", normalize_minmax(seq.frames[b])[0]),
+    top = [(f"frame {a} (input)", (seq.frames[a] - low) / (high - low)),
+           (f"frame {b} (input)", (seq.frames[b] - low) / (high - low)),
            (f"frame {hidden[mid]} (truth)", gt)]
     top += [(label, evaluation.predictions[label][0][mid]) for label in labels]
     for ax, (title, vol) in zip(axes[0], top, strict=True):
@@ -96,7 +96,7 @@ def run_demo(out: str | os.PathLike = "tttinterp-demo", steps: int = 10, device:
                                    progress=progress)
     progress.update("write", 0.99, f"writing results to {folder}")
     write_4d(folder / "input.seq.nrrd", seq)
-    _, _, hidden, _ = evaluation.cases[0]
+    hidden = evaluation.cases[0].hidden
     for label, predicted in evaluation.predictions.items():
         write_4d(folder / f"{_slug(label)}.seq.nrrd",
                  Sequence4D(np.stack(predicted[0]), seq.geometry,

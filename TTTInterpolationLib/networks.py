@@ -174,16 +174,16 @@ class UVINet(nn.Module):
         return self.synthesize(i0, i1, t, flows, pyramids)[0]
 
     @torch.no_grad()
-    def interpolate(self, i0: torch.Tensor, i1: torch.Tensor,
-                    times: Sequence[float]) -> list[torch.Tensor]:
-        """Frames at every ``t`` in ``times``, clamped to [0, 1].
+    def interpolate(self, i0: torch.Tensor, i1: torch.Tensor, times: Sequence[float],
+                    bounds: tuple[float, float] = (0.0, 1.0)) -> list[torch.Tensor]:
+        """Frames at every ``t`` in ``times``, clamped to ``bounds`` (the inputs' range).
 
         The flows and both feature pyramids are computed once for all ``t`` (the published
         loop recomputes them per frame).
         """
         flows = self.flow(i0, i1)
         pyramids = (self.features(i0), self.features(i1))
-        return [self.synthesize(i0, i1, t, flows, pyramids)[0].clamp(0.0, 1.0) for t in times]
+        return [self.synthesize(i0, i1, t, flows, pyramids)[0].clamp(*bounds) for t in times]
 
 
 def check_spatial_size(shape: Sequence[int], multiple: int = 16) -> None:

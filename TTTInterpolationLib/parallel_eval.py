@@ -14,39 +14,52 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .api import EvalSetting, evaluate_sequence
+from .api import ROW_METRICS, EvalCase, EvalSetting, evaluate_cases
 from .device import resolve_device
 from .distributed import DistContext, process_group, rank_device
 from .errors import InputError
-from .metrics import METRIC_NAMES
-from .volume import Sequence4D
 
 
-def evaluate_rows(seq: Sequence4D, pairs: Sequence[tuple[int, int]],
-                  settings: Sequence[EvalSetting], ctx: DistContext | None = None,
-                  **options: Any) -> list[dict[str, Any]] | None:
-    """Table rows of :func:`~TTTInterpolationLib.api.evaluate_sequence` over all ``pairs``.
+def evaluate_rows(cases: Sequence[EvalCase], settings: Sequence[EvalSetting],
+                  ctx: DistContext | None = None, **options: Any
+                  ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]] | None:
+    """Table rows and per-case scores of :func:`~TTTInterpolationLib.api.evaluate_cases`.
 
-    Alone: exactly ``evaluate_sequence(...).rows``. Under torchrun: each rank evaluates every
-    ``world_size``-th pair, rank 0 gathers the partial rows and returns the merged table;
-    the other ranks return None. ``options`` go to ``evaluate_sequence`` (give rank 0 the
-    progress reporter and the others none).
+    Alone: exactly ``evaluate_cases(...)``'s ``rows`` and ``per_case``. Under torchrun: each
+    rank evaluates every ``world_size``-th case, rank 0 gathers the partial results and returns
+    the merged table (per-case lists in case order); the other ranks return None. ``options``
+    go to ``evaluate_cases`` (give rank 0 the progress reporter and the others none).
     """
     ctx = ctx or DistContext.from_env()
     if not ctx.enabled:
-        return evaluate_sequence(seq, pairs, settings, **options).rows
+        evaluation = evaluate_cases(cases, settings, **options)
+        return evaluation.rows, evaluation.per_case
     carried = sorted({s.ttt.scheme for s in settings if s.ttt.enabled} - {"online"})
     if carried:
         raise InputError(f"--scheme {carried[0]} carries weights from case to case and cannot "
                          "be split across processes: run it without torchrun")
     rank_device(resolve_device(options.get("device", "auto")), ctx)
-    mine = ctx.shard(list(pairs))
+    mine = ctx.shard(list(cases))
     with process_group(ctx, "gloo"):  # Python objects only: gloo works for CPU and CUDA runs
-        rows = evaluate_sequence(seq, mine, settings, **options).rows if mine else None
-        gathered = ctx.all_gather_object(rows)
+        part = None
+        if mine:
+            evaluation = evaluate_cases(mine, settings, **options)
+            part = (evaluation.rows, evaluation.per_case)
+        gathered = ctx.all_gather_object(part)
     if not ctx.is_main:
         return None
-    return merge_rows([r for r in gathered if r is not None])
+    parts = [p for p in gathered if p is not None]
+    per_case = {s.label: _interleave([p[1][s.label] for p in gathered if p is not None])
+                for s in settings}
+    return merge_rows([p[0] for p in parts]), per_case
+
+
+def _interleave(shards: Sequence[Sequence[Any]]) -> list[Any]:
+    """Undo ``shard``'s round-robin split: items of rank r were cases r, r + n, r + 2n, ..."""
+    out = []
+    for i in range(max(len(s) for s in shards)):
+        out.extend(s[i] for s in shards if i < len(s))
+    return out
 
 
 def merge_rows(shards: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -66,7 +79,7 @@ def merge_rows(shards: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any
         counts = [r["n_frames"] for r in rows]
         cases = [r["n_cases"] for r in rows]
         out = dict(rows[0])
-        for name in METRIC_NAMES:
+        for name in ROW_METRICS:
             mean = _weighted([r[name] for r in rows], counts)
             spread = [r[f"{name}_std"] ** 2 + (r[name] - mean) ** 2 for r in rows]
             out[name], out[f"{name}_std"] = mean, math.sqrt(_weighted(spread, counts))

@@ -17,7 +17,8 @@ labels cropped the same way):
   ``t1, t2, t3 = -0.25, 0.5, 1.25`` (the middles of the training ranges):
   ``V1 = W(ED, t1 phi01)``, ``V3 = W(ES, (1 - t3) phi10)`` and ``V2`` = the interpolator's own
   frame at ``t2``; ED is rebuilt between ``(V1, V2)`` at ``s0 = -t1 / (t2 - t1) = 1/3`` and ES
-  between ``(V2, V3)`` at ``s1 = (1 - t2) / (t3 - t2) = 2/3``, both clamped to [0, 1]; PSNR of
+  between ``(V2, V3)`` at ``s1 = (1 - t2) / (t3 - t2) = 2/3``, both clamped to the range the
+  real pair spans; PSNR of
   the two rebuilt ends against the real ones, one MSE over both volumes. It is a consistency
   score, not an accuracy score: TTT with the cycle task minimises a random-time version of it
   on the very same pair, so its cycle PSNR is optimistic by construction.
@@ -44,11 +45,12 @@ import torch
 
 from .api import EvalSetting, LoadedModel, load_model
 from .config import TTTConfig
-from .datasets import PairSource, find_pairs, preprocess
+from .datasets import PairSource, find_pairs
 from .errors import InputError
 from .heads import TTTModel
 from .metrics import ncc, psnr
 from .model_grid import plan_mapping, to_model_grid
+from .preprocess import prepare_pair
 from .progress import NullProgress, Progress, SubProgress
 from .ttt import Case, adapt_and_apply
 from .warp import warp
@@ -173,7 +175,7 @@ def crop_labels(labels: np.ndarray, size: Sequence[int]) -> torch.Tensor:
 
 
 def load_labelled_pair(pair: PairSource, size: Sequence[int] = DEFAULT_SIZE) -> LabelledPair:
-    """Read and preprocess one case (method.md section 6), labels cropped the same way."""
+    """Read and preprocess one case (:func:`.preprocess.prepare_pair`), labels cropped alike."""
     from .volume_io import read_volume
 
     ed, es = read_volume(pair.path_a)[0], read_volume(pair.path_b)[0]
@@ -181,7 +183,8 @@ def load_labelled_pair(pair: PairSource, size: Sequence[int] = DEFAULT_SIZE) -> 
         raise InputError(f"{pair.case}: ED {ed.shape} and ES {es.shape} differ in shape")
     ed_labels, es_labels = (_read_labels(p, ed.shape) for p in label_paths(pair))
     grid = tuple(size)
-    return LabelledPair(pair.case, preprocess(ed, grid)[None], preprocess(es, grid)[None],
+    prepared = prepare_pair(ed, es, grid)
+    return LabelledPair(pair.case, prepared.i0, prepared.i1,
                         crop_labels(ed_labels, grid), crop_labels(es_labels, grid))
 
 
@@ -220,7 +223,9 @@ def cycle_reconstruction(i0: torch.Tensor, i1: torch.Tensor, flows: Flows,
     v2 = interpolate(i0, i1, t2)
     i0_hat = interpolate(v1, v2, (0.0 - t1) / (t2 - t1))
     i1_hat = interpolate(v2, v3, (1.0 - t2) / (t3 - t2))
-    return i0_hat.clamp(0.0, 1.0), i1_hat.clamp(0.0, 1.0)
+    low = float(torch.minimum(i0.min(), i1.min()))
+    high = float(torch.maximum(i0.max(), i1.max()))
+    return i0_hat.clamp(low, high), i1_hat.clamp(low, high)
 
 
 def linear_blend(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

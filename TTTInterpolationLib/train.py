@@ -2,7 +2,9 @@
 
 The loss is UVI-Net's cycle loss (method.md section 5) plus ``aux_weight`` times the rotation
 and MAE losses, as the TTT recipe asks. Optimiser: Adam (amsgrad), lr 2e-4, batch 1 per
-process, no augmentation, no schedule (the published settings).
+process, no schedule (the published settings); unlike the published training, pairs are
+augmented by default (:mod:`.augment`: crops, time reversal, intensity shifts) so the model
+meets scanner shifts before test-time training starts.
 
 The same :func:`train` runs alone or under ``torchrun`` (detected from its environment
 variables): then every process wraps the model in ``DistributedDataParallel`` (the whole step
@@ -35,8 +37,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from .augment import AugmentOptions
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ModelConfig
+from .config import AUGMENT_CHOICES, ModelConfig
 from .datasets import PairDataset, check_zoom, find_pairs, split_validation
 from .device import resolve_device
 from .distributed import DistContext, backend_for, process_group, rank_device, state_digest
@@ -70,6 +73,7 @@ class TrainOptions:
     val_fraction: float = 0.0
     val_every: int = 1
     precision: str = "auto"
+    augment: str = "default"
 
     def validate(self) -> None:
         """Every check that needs no file read, so bad options fail at once."""
@@ -90,6 +94,8 @@ class TrainOptions:
             raise InputError(f"--val-every must be >= 1, got {self.val_every}")
         if self.val_data is not None and self.val_fraction:
             raise InputError("give either --val-data or --val-fraction, not both")
+        if self.augment not in AUGMENT_CHOICES:
+            raise InputError(f"--augment must be one of {', '.join(AUGMENT_CHOICES)}")
         if self.precision not in PRECISIONS:
             raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}")
         out = Path(self.out)
@@ -185,7 +191,8 @@ def load_data(options: TrainOptions) -> _Data:
         val_pairs = find_pairs(options.val_data)
     elif options.val_fraction:
         pairs, val_pairs = split_validation(pairs, options.val_fraction, options.seed)
-    return _Data(PairDataset(pairs, options.size, zoom),
+    augment = AugmentOptions() if options.augment == "default" else None
+    return _Data(PairDataset(pairs, options.size, zoom, augment, options.seed),
                  PairDataset(val_pairs, options.size, zoom) if val_pairs else None)
 
 
@@ -261,6 +268,7 @@ def _fit(run: _Run, data: _Data, progress: Progress) -> dict[str, Any]:
     steps = _StepCounter(progress, (options.epochs - start) * len(loader))
     for epoch in range(start, options.epochs):
         sampler.set_epoch(epoch)
+        data.train.set_epoch(epoch)
         record = {"epoch": epoch + 1, **_train_epoch(run, loader, epoch, steps)}
         if data.val is not None and ((epoch + 1) % options.val_every == 0
                                      or epoch + 1 == options.epochs):
@@ -354,6 +362,7 @@ def _info(run: _Run, data: _Data, epochs: int, steps_per_epoch: int,
         "epochs": epochs, "steps": resumed_steps + new_epochs * steps_per_epoch,
         "world_size": run.ctx.world_size, "pairs_per_step": run.ctx.world_size,
         "lr": options.lr, "aux_weight": options.aux_weight, "seed": options.seed,
+        "augment": options.augment,
         "precision": run.precision, "device": run.device.type,
         "wall_seconds": previous.get("wall_seconds", 0.0) + seconds,
         "resumed_from": str(options.resume) if options.resume else previous.get("resumed_from"),

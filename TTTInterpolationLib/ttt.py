@@ -29,11 +29,15 @@ T = TypeVar("T")
 
 @dataclass
 class Case:
-    """One test case: the two end frames ``(1, 1, D1, D2, D3)`` in [0, 1] and the times wanted."""
+    """One test case: the two end frames ``(1, 1, D1, D2, D3)``, normalised, and the times wanted.
+
+    ``bounds`` is the intensity range predictions are clamped to (that of the two inputs).
+    """
 
     i0: torch.Tensor
     i1: torch.Tensor
     times: Sequence[float]
+    bounds: tuple[float, float] = (0.0, 1.0)
 
 
 def trainable_parameters(model: TTTModel, adapt: str) -> list[torch.nn.Parameter]:
@@ -61,9 +65,9 @@ def make_optimizer(params: list[torch.nn.Parameter], config: TTTConfig) -> torch
 
 
 def predict(model: TTTModel, case: Case) -> list[torch.Tensor]:
-    """UVI-Net frames at the case's times, clamped to [0, 1]."""
+    """UVI-Net frames at the case's times, clamped to the case's intensity bounds."""
     model.eval()
-    return model.uvinet.interpolate(case.i0, case.i1, case.times)
+    return model.uvinet.interpolate(case.i0, case.i1, case.times, case.bounds)
 
 
 class _Adapter:

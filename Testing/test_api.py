@@ -96,9 +96,16 @@ def test_evaluation_rows_and_linear_baseline_by_hand():
                                               EvalSetting("UVI-Net", "uvinet")],
                              device="cpu", weights="untrained").rows
     assert [r["n_frames"] for r in rows] == [3, 3]
-    n0, n4 = normalize_minmax(seq.frames[0])[0], normalize_minmax(seq.frames[4])[0]
-    by_hand = np.mean([psnr((1 - t) * n0 + t * n4, normalize_minmax(seq.frames[i])[0])
-                       for i, t in zip((1, 2, 3), (0.25, 0.5, 0.75), strict=True)])
-    assert rows[0]["PSNR"] == pytest.approx(by_hand, rel=1e-9)
+    f = seq.frames.astype(np.float64)
+    blends = [(1 - t) * f[0] + t * f[4] for t in (0.25, 0.5, 0.75)]
+    # published: both on the truth frame's own min-max; PSNR_seq: on the sequence's min-max
+    own = [(f[i].min(), f[i].max()) for i in (1, 2, 3)]
+    by_hand = np.mean([psnr((p - lo) / (hi - lo), (f[i] - lo) / (hi - lo))
+                       for p, i, (lo, hi) in zip(blends, (1, 2, 3), own, strict=True)])
+    lo, hi = f.min(), f.max()
+    by_hand_seq = np.mean([psnr((p - lo) / (hi - lo), (f[i] - lo) / (hi - lo))
+                           for p, i in zip(blends, (1, 2, 3), strict=True)])
+    assert rows[0]["PSNR"] == pytest.approx(by_hand, rel=1e-5)
+    assert rows[0]["PSNR_seq"] == pytest.approx(by_hand_seq, rel=1e-5)
     assert rows[1]["trained"] is False
     assert rows[1]["PSNR"] == pytest.approx(rows[0]["PSNR"], abs=0.05)  # untrained ~ linear

@@ -16,17 +16,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from TTTInterpolationLib.augment import AugmentOptions
 from TTTInterpolationLib.checkpoint import load_checkpoint, save_checkpoint
 from TTTInterpolationLib.datasets import (
     PairDataset,
     find_pairs,
-    preprocess,
+    resize,
     write_phantom_pairs,
 )
 from TTTInterpolationLib.distributed import state_digest
 from TTTInterpolationLib.errors import InputError
 from TTTInterpolationLib.heads import TTTModel
 from TTTInterpolationLib.phantoms import make_phantom_sequence
+from TTTInterpolationLib.preprocess import joint_window, prepare_pair
 from TTTInterpolationLib.train import TrainOptions, curve_path, optimizer_path, train
 from TTTInterpolationLib.volume_io import read_4d, write_4d, write_volume
 
@@ -86,9 +88,10 @@ def test_csv_and_json_manifests_list_3d_pairs_and_4d_frames(tmp_path, monkeypatc
         assert not pairs[0].is_4d and pairs[1].is_4d
         data = PairDataset(pairs, SIZE)
         frames = read_4d(tmp_path / "cine.seq.nrrd").frames
-        for a, b in data.items:  # both rows name the same two frames
-            assert torch.equal(a, preprocess(frames[0], SIZE))
-            assert torch.equal(b, preprocess(frames[4], SIZE))
+        expected = prepare_pair(frames[0], frames[4], SIZE)
+        for a, b in data:  # both rows name the same two frames
+            assert torch.equal(a, expected.i0[0])
+            assert torch.equal(b, expected.i1[0])
     assert len(find_pairs(tmp_path / "m.csv", limit=1)) == 1
 
 
@@ -121,18 +124,39 @@ def test_bad_manifests_are_one_line_input_errors(case, tmp_path):
 
 def test_zoom_resizes_before_the_crop_and_default_does_not_resample():
     volume = np.random.default_rng(0).random((64, 64, 8), dtype=np.float32)
-    # zoom 1: the published preprocessing, a centre crop (64 -> 32) and pad (8 -> 16), no blur
-    plain = preprocess(volume, SIZE)[0].numpy()
-    crop = volume[16:48, 16:48]  # min-max after the zero pad: the minimum is 0
-    assert np.allclose(plain[..., 4:12], crop / crop.max())
+    # zoom 1: normalise on the input grid (joint window of the pair), then a centre crop
+    # (64 -> 32) and a zero pad (8 -> 16), no blur
+    plain = prepare_pair(volume, volume, SIZE).i0[0, 0].numpy()
+    window = joint_window(volume, volume)
+    assert np.allclose(plain[..., 4:12], window.normalize(volume[16:48, 16:48]))
     assert not plain[..., :4].any() and not plain[..., 12:].any()
     # zoom 0.5: trilinear at exactly half size averages 2x2x2 blocks; 8 slices -> 4, padded
-    zoomed = preprocess(volume, SIZE, zoom=(0.5, 0.5, 0.5))[0].numpy()
+    half = resize(volume, (0.5, 0.5, 0.5))
     blocks = volume.reshape(32, 2, 32, 2, 4, 2).mean(axis=(1, 3, 5))
-    assert np.allclose(zoomed[..., 6:10], blocks / blocks.max(), atol=1e-6)
+    assert np.allclose(half, blocks, atol=1e-6)
+    zoomed = PairDataset._view(PairDataset([], SIZE), half, half)[0][0].numpy()
+    assert np.allclose(zoomed[..., 6:10], joint_window(half, half).normalize(blocks), atol=1e-5)
     assert not zoomed[..., :6].any() and not zoomed[..., 10:].any()
     # a stack left shorter than the network's minimum (6 slices -> 3) still fits the grid
-    assert preprocess(volume[..., :6], SIZE, zoom=(0.5,) * 3).shape == (1, *SIZE)
+    short = resize(volume[..., :6], (0.5,) * 3)
+    assert prepare_pair(short, short, SIZE).i0.shape == (1, 1, *SIZE)
+
+
+def test_augmented_views_replay_by_seed_and_differ_by_epoch(tmp_path):
+    seq = make_phantom_sequence("cardiac", 10, (48, 48, 12), seed=3)
+    write_volume(tmp_path / "p1_ED.nii.gz", seq.frames[0], seq.geometry)
+    write_volume(tmp_path / "p1_ES.nii.gz", seq.frames[4], seq.geometry)
+    pairs = find_pairs(tmp_path)
+
+    def view(epoch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        data = PairDataset(pairs, SIZE, augment=AugmentOptions(), seed=seed)
+        data.set_epoch(epoch)
+        return data[0]
+
+    first, again, later = view(0), view(0), view(1)
+    assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
+    assert not torch.equal(first[0], later[0])
+    assert first[0].shape == (1, *SIZE) and torch.isfinite(first[0]).all()
 
 
 # --------------------------------------------------------------------------- training
