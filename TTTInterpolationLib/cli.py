@@ -143,7 +143,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     table = format_table(rows)
     print(table, file=sys.stderr if args.progress == "jsonl" else sys.stdout)
     if args.json:
-        from .volume_io import atomic_write_text
+        from .atomic import atomic_write_text
 
         summary = {k: v for k, v in rows[-1].items()}
         summary.update({"input": [str(p) for p in args.inputs], "pairs": pairs, "table": rows})
@@ -153,9 +153,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate_pairs(args: argparse.Namespace) -> int:
     """Registration NCC, Dice and cycle PSNR on real ED/ES pairs (see realdata_eval)."""
+    from .atomic import atomic_write_text
     from .progress import make_progress
     from .realdata_eval import check_request, evaluate_pairs, format_pairs_table, pair_settings
-    from .volume_io import atomic_write_text, check_output_path
+    from .volume_io import check_output_path
 
     if args.json:
         check_output_path(args.json, suffixes=(".json",))

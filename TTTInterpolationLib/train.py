@@ -368,13 +368,13 @@ def _save(run: _Run, info: dict[str, Any]) -> None:
     """Rank 0 writes optimiser state, then checkpoint (the one a resume trusts), then curve."""
     if not run.ctx.is_main:
         return
+    from .atomic import atomic_write
     from .curves import write_training_curve
-    from .volume_io import _atomic_write
 
     out = Path(run.options.out)
     state = {"format": OPTIMIZER_FORMAT, "epoch": info["epochs"],
              "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict()}
-    _atomic_write(optimizer_path(out), ".pt", lambda tmp: torch.save(state, tmp))
+    atomic_write(optimizer_path(out), lambda tmp: torch.save(state, tmp))
     save_checkpoint(out, run.model, info)
     write_training_curve(curve_path(out), run.history)
 

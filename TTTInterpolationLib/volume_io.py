@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ import nrrd
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from .atomic import atomic_write
+from .errors import InputError, one_line
 from .volume import Geometry, Sequence4D
 
 __all__ = [
@@ -183,7 +183,7 @@ def write_volume(path: PathLike, volume: np.ndarray, geometry: Geometry) -> None
     path = Path(path)
     suffix = _require_suffix(path, _WRITE_3D_SUFFIXES, "3D output")
     writer = _WRITERS[suffix]
-    _atomic_write(path, suffix, lambda tmp: writer(tmp, volume, geometry, None))
+    _write_atomically(path, suffix, lambda tmp: writer(tmp, volume, geometry, None))
 
 
 def write_4d(path: PathLike, seq: Sequence4D) -> None:
@@ -191,7 +191,7 @@ def write_4d(path: PathLike, seq: Sequence4D) -> None:
     path = Path(path)
     suffix = _require_suffix(path, _WRITE_4D_SUFFIXES, "4D output")
     writer = _WRITERS[suffix]
-    _atomic_write(path, suffix, lambda tmp: writer(tmp, seq.frames, seq.geometry, seq))
+    _write_atomically(path, suffix, lambda tmp: writer(tmp, seq.frames, seq.geometry, seq))
 
 
 def check_output_path(path: PathLike, suffixes: Sequence[str] | None = None) -> None:
@@ -208,12 +208,6 @@ def check_output_path(path: PathLike, suffixes: Sequence[str] | None = None) -> 
         raise InputError(
             f"output folder {path.parent} does not exist; create it first or choose another path"
         )
-
-
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write a text file (a table, JSON) atomically, like every other output."""
-    path = Path(path)
-    _atomic_write(path, path.suffix, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------- reading
@@ -280,7 +274,7 @@ def _reading(path: Path, kind: str) -> Iterator[None]:
         raise
     except Exception as exc:  # libraries raise anything on a corrupt file
         raise InputError(
-            f"cannot read {path}: {_describe(exc)}; check that it is a complete, valid {kind} file"
+            f"cannot read {path}: {one_line(exc)}; check that it is a complete, valid {kind} file"
         ) from exc
 
 
@@ -448,26 +442,10 @@ _LOADERS: dict[str, Callable[[Path], _Loaded]] = {
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic_write(path: Path, suffix: str, write: Callable[[Path], None]) -> None:
-    """Write via a temp file with the same suffix in the target's folder, then rename it over."""
-    folder = path.parent
-    if not folder.is_dir():
-        raise InputError(
-            f"output folder {folder} does not exist; create it first or choose another output path"
-        )
-    stem = path.name[: -len(suffix)]
-    tmp = folder / f".{stem}.{secrets.token_hex(4)}.tmp{suffix}"
-    try:
-        try:
-            write(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    except (OSError, RuntimeError) as exc:  # RuntimeError: SimpleITK's write failures
-        raise InputError(
-            f"cannot write {path}: {_describe(exc)}; choose a writable output path with free space"
-        ) from exc
+def _write_atomically(path: Path, suffix: str, write: Callable[[Path], None]) -> None:
+    """:func:`~.atomic.atomic_write` keeping the compound suffix (writers read it); SimpleITK
+    reports its write failures as RuntimeError."""
+    atomic_write(path, write, suffix=suffix, failures=(OSError, RuntimeError))
 
 
 def _storage_array(data: np.ndarray) -> np.ndarray:
@@ -611,14 +589,3 @@ def _require_finite(data: np.ndarray, path: Path) -> None:
 
 def _as_float32(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
-
-
-def _describe(exc: BaseException) -> str:
-    """One line from a library message (SimpleITK puts the useful part last; an OSError's
-    reason without the temp file's name)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    return lines[-1].removeprefix("sitk::ERROR: ")
