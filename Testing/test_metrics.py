@@ -26,6 +26,14 @@ def test_nmse_is_mse_over_mean_square_times_100():
     assert metrics.nmse(gt + 0.1, gt) == pytest.approx(100 * 0.01 / 0.25)
 
 
+def test_nmse_of_an_all_zero_ground_truth_is_zero_or_infinite_not_a_crash():
+    """Was: ZeroDivisionError (mean(GT^2) = 0, e.g. a constant frame after min-max)."""
+    zero = np.zeros((6, 6, 6))
+    assert metrics.nmse(zero, zero) == 0.0
+    assert math.isinf(metrics.nmse(zero + 0.1, zero))
+    assert math.isinf(metrics.all_metrics(zero + 0.1, zero)["NMSE"])
+
+
 def test_ssim_of_identical_volumes_is_one_and_drops_with_noise():
     a = _rand()
     assert metrics.ssim(a, a) == pytest.approx(1.0, abs=1e-12)
