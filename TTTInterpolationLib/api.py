@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import TTTConfig
+from .config import METHODS, TTTConfig
 from .device import resolve_device
 from .errors import InputError
 from .heads import TTTModel
@@ -35,7 +35,6 @@ from .progress import NullProgress, Progress, SubProgress
 from .ttt import Case, run_ttt
 from .volume import Sequence4D
 
-METHODS = ("uvinet", "linear")
 UNTRAINED = "untrained"  # ``weights=UNTRAINED`` (``--weights untrained``): random initialisation
 UNTRAINED_NOTE = ("no trained weights: UVI-Net runs with untrained (random) weights and behaves "
                   "like linear blending; pass --weights FILE or a registered model name for a "

@@ -13,7 +13,18 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from .config import SCHEMES, TASKS
+from .config import (
+    ADAPT,
+    DEFAULT_GRID_SIZE,
+    DEVICES,
+    METHODS,
+    OPTIMIZERS,
+    PHANTOM_KINDS,
+    PRECISIONS,
+    PROGRESS_KINDS,
+    SCHEMES,
+    TASKS,
+)
 from .errors import InputError
 
 EXIT_INPUT = 2
@@ -29,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
 def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False,
                        many_schemes: bool = False) -> None:
     g = p.add_argument_group("model and test-time training")
-    g.add_argument("--method", choices=("uvinet", "linear"), default="uvinet",
+    g.add_argument("--method", choices=METHODS, default="uvinet",
                    help="uvinet (default) or plain linear blending of the two frames")
     g.add_argument("--ttt", choices=TASKS, default=["none"] if many_tasks else "none",
                    nargs="+" if many_tasks else None,
@@ -44,19 +55,19 @@ def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False,
                    help="TTT optimiser steps per case (epochs for naive); default 10")
     g.add_argument("--lr", type=float, default=None,
                    help="TTT learning rate (default per task: rotation 1e-4, mae 2e-4, cycle 1e-4)")
-    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=None,
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                    help="TTT optimiser (default per task: adam, adamw for mae)")
-    g.add_argument("--adapt", choices=("auto", "features", "all"), default="auto",
+    g.add_argument("--adapt", choices=ADAPT, default="auto",
                    help="parameters TTT updates: features (shared feature extractor, the "
                    "paper's choice), all (whole UVI-Net), auto = all for cycle, else features")
     g.add_argument("--weights", default=None,
                    help="checkpoint file (.safetensors or .pt) or a registered model name "
                    "(TTTInterpolationLib/weights/Models.json), or 'untrained' for a random "
                    "initialisation; default: the registered default model, if any")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+    g.add_argument("--device", choices=DEVICES, default="auto",
                    help="auto picks CUDA, then Apple MPS, then CPU")
     g.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    g.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar",
+    g.add_argument("--progress", choices=PROGRESS_KINDS, default="bar",
                    help="bar on stderr (default), jsonl = JSON lines on stdout, or none")
 
 
@@ -179,7 +190,7 @@ def cmd_evaluate_pairs(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate_pairs_parser(sub: Any) -> None:
-    # Defaults spelled out (realdata_eval.TEST_SPLIT / DEFAULT_SIZE): importing that module
+    # The default case selection spelled out (realdata_eval.TEST_SPLIT): importing that module
     # here would load torch for every command, even --help.
     p = sub.add_parser("evaluate-pairs", help="score the motion between real ED/ES pairs with "
                        "labels (registration NCC, Dice, cycle PSNR), before and after TTT")
@@ -188,8 +199,9 @@ def _add_evaluate_pairs_parser(sub: Any) -> None:
     p.add_argument("--cases", default="091-100", help="case numbers, ranges or names, e.g. "
                    "091-100 (default, the ACDC test split), 1,5,91-93, or all")
     p.add_argument("--limit", type=int, default=None, help="only the first N selected cases")
-    p.add_argument("--size", type=int, nargs=3, default=(128, 128, 32), metavar=("X", "Y", "Z"),
-                   help="model grid: centre crop/zero-pad to this size (default 128 128 32)")
+    p.add_argument("--size", type=int, nargs=3, default=DEFAULT_GRID_SIZE, metavar=("X", "Y", "Z"),
+                   help="model grid: centre crop/zero-pad to this size (default "
+                   f"{' '.join(map(str, DEFAULT_GRID_SIZE))})")
     p.add_argument("--json", default=None, help="also write the results to this .json file")
     _add_model_options(p, many_tasks=True, many_schemes=True)
     p.set_defaults(func=cmd_evaluate_pairs)
@@ -269,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_pairs_parser(sub)
 
     p = sub.add_parser("phantom", help="write a synthetic 4D phantom with exact ground truth")
-    p.add_argument("--kind", choices=("cardiac", "lung"), default="cardiac")
+    p.add_argument("--kind", choices=PHANTOM_KINDS, default="cardiac")
     p.add_argument("--frames", type=int, default=10, help="frames over one cycle (default 10)")
     p.add_argument("--size", type=int, nargs=3, default=(64, 64, 32), metavar=("X", "Y", "Z"))
     p.add_argument("--shift", default=None,
@@ -286,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="tttinterp-demo", help="output folder (default tttinterp-demo)")
     p.add_argument("--steps", type=int, default=10, help="TTT steps (default 10)")
     p.add_argument("--weights", default=None)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--progress", choices=PROGRESS_KINDS, default="bar")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train UVI-Net and its heads on pairs of frames "
@@ -300,8 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="total epochs (a resumed run continues up to this number)")
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors or .pt); "
                    "<out>.optim.pt and <out>.curve.png are written beside it")
-    p.add_argument("--size", type=int, nargs=3, default=(128, 128, 32), metavar=("X", "Y", "Z"),
-                   help="model grid: centre crop/zero-pad to this size (default 128 128 32)")
+    p.add_argument("--size", type=int, nargs=3, default=DEFAULT_GRID_SIZE, metavar=("X", "Y", "Z"),
+                   help="model grid: centre crop/zero-pad to this size (default "
+                   f"{' '.join(map(str, DEFAULT_GRID_SIZE))})")
     p.add_argument("--zoom", type=float, nargs="+", default=[1.0], metavar="F",
                    help="resize each volume trilinearly by F (one factor, or one per axis) "
                    "before the crop/pad; default 1 = no resampling (published); e.g. "
@@ -320,12 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channel width factor of a new model (default 1 = published)")
     p.add_argument("--resume", default=None,
                    help="checkpoint to continue from (its .optim.pt restores Adam too)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bf16 (or fp16) autocast on CUDA, fp32 elsewhere; bf16 may be "
                    "forced on CPU (fast on CPUs with bfloat16 units)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--progress", choices=PROGRESS_KINDS, default="bar")
     p.set_defaults(func=cmd_train)
     return parser
 

@@ -13,10 +13,23 @@ from typing import Any
 
 from .errors import InputError
 
+# The choice lists of every option, in the order the command line and the Slicer module show
+# them. This module imports nothing heavy (no torch, no numpy), so the CLI builds its parser
+# from these without loading torch, and the Slicer worker's own copies are checked against
+# them by Testing/test_worker.py.
+METHODS = ("uvinet", "linear")
 TASKS = ("none", "rotation", "mae", "cycle")
 SCHEMES = ("online", "minibatch", "naive")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ADAPT = ("auto", "features", "all")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PROGRESS_KINDS = ("bar", "jsonl", "none")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PHANTOM_KINDS = ("cardiac", "lung")
+
+#: The model grid of training and of real-pair evaluation: the published ACDC crop (in-plane
+#: 128 x 128, 32 slices; docs/method-notes.md, preprocessing).
+DEFAULT_GRID_SIZE: tuple[int, int, int] = (128, 128, 32)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import DEFAULT_GRID_SIZE
 from .errors import InputError
 
 __all__ = [
@@ -167,7 +168,7 @@ def _checked_size(size: Sequence[int]) -> tuple[int, int, int]:
     ):
         raise InputError(
             f"model grid size {dims} is invalid; give 3 positive multiples of {MULTIPLE}, "
-            "e.g. 128 128 32"
+            f"e.g. {' '.join(map(str, DEFAULT_GRID_SIZE))}"
         )
     return tuple(int(n) for n in dims)  # type: ignore[return-value]
 

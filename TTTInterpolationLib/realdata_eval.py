@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from .api import EvalSetting, LoadedModel, load_model
-from .config import TTTConfig
+from .config import DEFAULT_GRID_SIZE, TTTConfig
 from .datasets import PairSource, find_pairs, preprocess
 from .errors import InputError
 from .heads import TTTModel
@@ -54,7 +54,7 @@ from .ttt import Case, adapt_and_apply
 from .warp import warp
 
 TEST_SPLIT = "091-100"
-DEFAULT_SIZE = (128, 128, 32)
+DEFAULT_SIZE = DEFAULT_GRID_SIZE
 CLASSES = {1: "RV", 2: "Myo", 3: "LV"}
 CYCLE_TIMES = (-0.25, 0.5, 1.25)
 METRICS = ("NCC", "PSNR", "Dice", *(f"Dice_{n}" for n in CLASSES.values()), "cycle_PSNR")

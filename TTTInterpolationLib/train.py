@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ModelConfig
+from .config import DEFAULT_GRID_SIZE, ModelConfig
 from .datasets import PairDataset, check_zoom, find_pairs, split_validation
 from .device import resolve_device
 from .distributed import DistContext, backend_for, process_group, rank_device, state_digest
@@ -57,7 +57,7 @@ class TrainOptions:
     data: str | os.PathLike
     out: str | os.PathLike
     epochs: int
-    size: tuple[int, int, int] = (128, 128, 32)
+    size: tuple[int, int, int] = DEFAULT_GRID_SIZE
     zoom: tuple[float, ...] = (1.0,)
     limit: int | None = None
     lr: float = 2e-4
