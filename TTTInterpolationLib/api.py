@@ -2,8 +2,12 @@
 
 This is what the CLI, the Slicer module's background process and console scripts call. Arrays
 are 3D ``(I, J, K)`` volumes in any intensity range; each is min-max normalised to [0, 1]
-(method.md section 6), zero-padded to the network's grid (multiples of 16) and mapped back, so
-outputs lie on the input's grid in the input's intensity range.
+(docs/method-notes.md, preprocessing), zero-padded to the network's grid (multiples of 16)
+and mapped back, so outputs lie on the input's grid in the input's intensity range.
+
+Requests are validated once, at the edge: :func:`interpolate` checks its arrays and times,
+:func:`check_request` a 4D input's frame pairs, index values and grid (the CLI calls it before
+loading a model, and passes the :class:`CheckedRequest` on), and the work below trusts them.
 
 Example::
 
@@ -25,16 +29,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import METHODS, TTTConfig
+from .config import METHODS, TTTConfig, _check_choice
 from .device import resolve_device
 from .errors import InputError
 from .heads import TTTModel
 from .metrics import METRIC_NAMES, all_metrics
-from .model_grid import denormalize, from_model_grid, normalize_minmax, plan_mapping, to_model_grid
+from .model_grid import (
+    GridMapping,
+    denormalize,
+    from_model_grid,
+    normalize_minmax,
+    plan_mapping,
+    to_model_grid,
+)
 from .progress import NullProgress, Progress, SubProgress
+from .settings import EvalSetting, evaluation_settings
+from .tables import Column, summarize
+from .tables import format_table as _format_table
 from .ttt import Case, run_ttt
 from .volume import Sequence4D
 
+__all__ = ["METHODS", "EvalSetting", "evaluation_settings", "CheckedRequest", "check_request",
+           "interpolate", "interpolate_sequence", "interpolate_file", "evaluate_sequence",
+           "evaluate_file", "format_table", "load_model", "times_between"]
 UNTRAINED = "untrained"  # ``weights=UNTRAINED`` (``--weights untrained``): random initialisation
 UNTRAINED_NOTE = ("no trained weights: UVI-Net runs with untrained (random) weights and behaves "
                   "like linear blending; pass --weights FILE or a registered model name for a "
@@ -131,12 +148,16 @@ class _Prepared:
         self.case.i0, self.case.i1 = self.case.i0.to(device), self.case.i1.to(device)
 
 
-def _prepare(frame0: np.ndarray, frame1: np.ndarray, times: Sequence[float]) -> _Prepared:
-    """Validate a pair and put it on the model grid (CPU tensors ``(1, 1, D1, D2, D3)``)."""
+def _check_pair(frame0: np.ndarray, frame1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     f0, f1 = _check_volume(frame0, "frame A"), _check_volume(frame1, "frame B")
     if f0.shape != f1.shape:
         raise InputError(f"frame A {f0.shape} and frame B {f1.shape} must have the same shape")
-    mapping = plan_mapping(f0.shape)
+    return f0, f1
+
+
+def _prepare(f0: np.ndarray, f1: np.ndarray, times: Sequence[float],
+             mapping: GridMapping) -> _Prepared:
+    """A checked pair on the model grid (CPU tensors ``(1, 1, D1, D2, D3)``)."""
     (n0, r0), (n1, r1) = normalize_minmax(f0), normalize_minmax(f1)
 
     def tensor(v: np.ndarray) -> torch.Tensor:
@@ -148,9 +169,7 @@ def _prepare(frame0: np.ndarray, frame1: np.ndarray, times: Sequence[float]) -> 
 
 def _predict_normalized(prepared: Sequence[_Prepared], method: str, ttt: TTTConfig,
                         loaded: LoadedModel | None, progress: Progress) -> list[list[np.ndarray]]:
-    """Per case, the frames at its times in [0, 1] on the original grid."""
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    """Per case, the frames at its times in [0, 1] on the original grid (method checked)."""
     if method == "linear":
         out = [[(1 - t) * p.normalized[0] + t * p.normalized[1] for t in p.case.times]
                for p in prepared]
@@ -163,14 +182,16 @@ def _predict_normalized(prepared: Sequence[_Prepared], method: str, ttt: TTTConf
             for p, case_frames in zip(prepared, frames, strict=True)]
 
 
-def _ttt_config(ttt: str | TTTConfig, scheme: str, steps: int | None, lr: float | None,
-                seed: int) -> TTTConfig:
-    if isinstance(ttt, TTTConfig):
-        return ttt
-    kwargs: dict[str, Any] = {"task": ttt, "scheme": scheme, "lr": lr, "seed": seed}
-    if steps is not None:
-        kwargs["steps"] = steps
-    return TTTConfig(**kwargs)
+def ttt_config(ttt: str | TTTConfig = "none", *, scheme: str | None = None,
+               steps: int | None = None, lr: float | None = None,
+               seed: int | None = None) -> TTTConfig:
+    """The TTT settings of an API call: a task name or a :class:`TTTConfig`, plus keywords.
+
+    Keywords that are given (not ``None``) override the config's fields, so
+    ``ttt=TTTConfig(task="mae"), steps=50`` runs 50 steps (they were silently dropped once).
+    """
+    base = ttt if isinstance(ttt, TTTConfig) else TTTConfig(task=ttt)
+    return base.with_options(scheme=scheme, steps=steps, lr=lr, seed=seed)
 
 
 def interpolate(
@@ -180,30 +201,42 @@ def interpolate(
     *,
     method: str = "uvinet",
     ttt: str | TTTConfig = "none",
-    scheme: str = "online",
+    scheme: str | None = None,
     steps: int | None = None,
     lr: float | None = None,
     weights: str | os.PathLike | None = None,
     device: str = "auto",
-    seed: int = 0,
+    seed: int | None = None,
     model: LoadedModel | None = None,
     progress: Progress | None = None,
 ) -> list[np.ndarray]:
     """Frames at fractional ``times`` (strictly between 0 and 1) between two 3D volumes.
 
     Returns float32 volumes of the inputs' shape; intensities follow the inputs' ranges
-    (blended linearly in ``t``). ``model`` reuses an already loaded model.
+    (blended linearly in ``t``). ``model`` reuses an already loaded model. ``ttt`` is a task
+    name or a :class:`TTTConfig`; ``scheme``, ``steps``, ``lr`` and ``seed`` override its
+    fields when given (:func:`ttt_config`). ``seed`` (default: the config's, 0) also seeds an
+    untrained model's initialisation.
     """
-    progress = progress or NullProgress()
     times = times_between(times=times)
-    config = _ttt_config(ttt, scheme, steps, lr, seed)
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
-    prepared = _prepare(frame0, frame1, times)
+    config = ttt_config(ttt, scheme=scheme, steps=steps, lr=lr, seed=seed)
+    _check_choice("method", method, METHODS)
+    f0, f1 = _check_pair(frame0, frame1)
+    return _interpolate(f0, f1, times, plan_mapping(f0.shape), method=method, config=config,
+                        weights=weights, device=device, model=model, progress=progress)
+
+
+def _interpolate(f0: np.ndarray, f1: np.ndarray, times: Sequence[float], mapping: GridMapping, *,
+                 method: str, config: TTTConfig, weights: str | os.PathLike | None,
+                 device: str, model: LoadedModel | None,
+                 progress: Progress | None) -> list[np.ndarray]:
+    """:func:`interpolate` on checked inputs (nothing is validated again here)."""
+    progress = progress or NullProgress()
+    prepared = _prepare(f0, f1, times, mapping)
     loaded = None
     if method == "uvinet":
         progress.update("load", 0.0, "loading model")
-        loaded = model or load_model(weights, device, seed=seed,
+        loaded = model or load_model(weights, device, seed=config.seed,
                                      progress=SubProgress(progress, 0.0, 0.05))
         prepared.to(loaded.device)
     normalized = _predict_normalized([prepared], method, config, loaded,
@@ -214,34 +247,117 @@ def interpolate(
 
 
 def check_frame_pair(seq: Sequence4D, a: int, b: int) -> None:
-    """Frame numbers must be distinct item positions of ``seq``."""
+    """Frame numbers must be distinct item positions of ``seq`` with distinct index values."""
     n = seq.num_frames
     for f in (a, b):
         if not 0 <= f < n:
             raise InputError(f"frame {f} is out of range: the input has frames 0 to {n - 1}")
     if a == b:
         raise InputError(f"frames A and B must differ, got {a} twice")
+    va, vb = seq.index_values[a], seq.index_values[b]
+    if not (math.isfinite(va) and math.isfinite(vb)):
+        raise InputError(f"frames {a} and {b} have index values {va:g} and {vb:g}: index values "
+                         "must be finite numbers; fix them in the file header")
+    if va == vb:
+        raise InputError(f"frames {a} and {b} have the same index value {va:g}, so the new "
+                         "frames would have no time between them: fix the index values (each "
+                         "frame needs its own)")
 
 
-def check_request(seq: Sequence4D, pairs: Sequence[tuple[int, int]]) -> None:
-    """Everything about a 4D input that can be checked before the slow work starts."""
-    plan_mapping(seq.shape3d)  # raises when a volume is too small for the network
+@dataclass(frozen=True)
+class HiddenCase:
+    """One evaluation case: frames ``a``, ``b``, the frames between them and their times."""
+
+    a: int
+    b: int
+    hidden: tuple[int, ...]
+    times: tuple[float, ...]
+
+
+def hidden_case(seq: Sequence4D, a: int, b: int) -> HiddenCase:
+    """The frames strictly between items ``a`` and ``b`` and their times in (0, 1).
+
+    Their index values must lie strictly between the ends' and run the same way (sorted):
+    otherwise a "between" frame would sit outside the pair, and scoring it would silently
+    score an extrapolation.
+    """
+    check_frame_pair(seq, a, b)
+    hidden = tuple(range(a + 1, b)) if a < b else tuple(range(a - 1, b, -1))
+    if not hidden:
+        raise InputError(f"frames {a} and {b} are neighbours: no frame between them to hide")
+    va, vb = seq.index_values[a], seq.index_values[b]
+    times = tuple((seq.index_values[i] - va) / (vb - va) for i in hidden)
+    if not all(0.0 < t < 1.0 for t in times) or list(times) != sorted(set(times)):
+        values = ", ".join(f"{seq.index_values[i]:g}" for i in (a, *hidden, b))
+        raise InputError(f"the index values of frames {a} to {b} ({values}) are not strictly "
+                         "monotonic, so the frames between them are not between them in time: "
+                         "sort the frames by index value first")
+    return HiddenCase(a, b, hidden, times)
+
+
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A 4D input and frame pairs that passed :func:`check_request`, with their model grid.
+
+    Pass it instead of the sequence to :func:`interpolate_sequence` or
+    :func:`evaluate_sequence` and nothing is checked twice.
+    """
+
+    seq: Sequence4D
+    pairs: tuple[tuple[int, int], ...]
+    mapping: GridMapping
+    cases: tuple[HiddenCase, ...] | None = None
+
+    def covers(self, pairs: Sequence[tuple[int, int]], hide: bool) -> bool:
+        """True if these very pairs were checked (with the hidden-frame check if ``hide``)."""
+        return tuple(tuple(p) for p in pairs) == self.pairs and (not hide or self.cases is not None)
+
+
+def check_request(seq: Sequence4D | CheckedRequest, pairs: Sequence[tuple[int, int]],
+                  hide: bool = False) -> CheckedRequest:
+    """Everything about a 4D input that can be checked before the slow work starts.
+
+    Frame numbers, index values (finite, distinct; sorted between the ends when ``hide``:
+    evaluation hides those frames) and the volume size (big enough for the network). Already
+    checked requests are returned as they are.
+    """
+    if isinstance(seq, CheckedRequest):
+        if seq.covers(pairs, hide):
+            return seq
+        seq = seq.seq
+    pairs = tuple((int(a), int(b)) for a, b in pairs)
+    mapping = plan_mapping(seq.shape3d)  # raises when a volume is too small for the network
     for a, b in pairs:
         check_frame_pair(seq, a, b)
+    cases = tuple(hidden_case(seq, a, b) for a, b in pairs) if hide else None
+    return CheckedRequest(seq, pairs, mapping, cases)
 
 
-def interpolate_sequence(seq: Sequence4D, frames: tuple[int, int], times: Sequence[float],
-                         **options: Any) -> Sequence4D:
+def interpolate_sequence(seq: Sequence4D | CheckedRequest, frames: tuple[int, int],
+                         times: Sequence[float], *, method: str = "uvinet",
+                         ttt: str | TTTConfig = "none", scheme: str | None = None,
+                         steps: int | None = None, lr: float | None = None,
+                         seed: int | None = None, weights: str | os.PathLike | None = None,
+                         device: str = "auto", model: LoadedModel | None = None,
+                         progress: Progress | None = None) -> Sequence4D:
     """New frames between items ``frames`` of ``seq``, at fractional index values.
 
     The index value of ``t`` is ``v_A + t (v_B - v_A)``, strictly between the two frames' own.
+    ``seq`` may be a :class:`CheckedRequest` (the checks are then not repeated). Keywords as
+    :func:`interpolate`.
     """
-    a, b = frames
-    check_request(seq, [frames])
-    out = interpolate(seq.frames[a], seq.frames[b], times, **options)
-    va, vb = seq.index_values[a], seq.index_values[b]
-    return Sequence4D(np.stack(out), seq.geometry, [va + t * (vb - va) for t in times],
-                      seq.index_name, seq.index_unit)
+    request = check_request(seq, [frames])
+    times = times_between(times=times)
+    config = ttt_config(ttt, scheme=scheme, steps=steps, lr=lr, seed=seed)
+    _check_choice("method", method, METHODS)
+    a, b = request.pairs[0]
+    frames4d = request.seq.frames
+    f0, f1 = _check_pair(frames4d[a], frames4d[b])
+    out = _interpolate(f0, f1, times, request.mapping, method=method, config=config,
+                       weights=weights, device=device, model=model, progress=progress)
+    va, vb = request.seq.index_values[a], request.seq.index_values[b]
+    return Sequence4D(np.stack(out), request.seq.geometry, [va + t * (vb - va) for t in times],
+                      request.seq.index_name, request.seq.index_unit)
 
 
 def interpolate_file(inputs: str | os.PathLike | Sequence[str | os.PathLike],
@@ -259,24 +375,6 @@ def interpolate_file(inputs: str | os.PathLike | Sequence[str | os.PathLike],
     return result
 
 
-@dataclass(frozen=True)
-class EvalSetting:
-    """One row of an evaluation table."""
-
-    label: str
-    method: str
-    ttt: TTTConfig = field(default_factory=TTTConfig)
-
-
-def _summary(values: list[dict[str, float]]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for name in METRIC_NAMES:
-        arr = np.array([v[name] for v in values], dtype=np.float64)
-        out[name] = float(arr.mean())
-        out[f"{name}_std"] = float(arr.std())
-    return out
-
-
 @dataclass
 class Evaluation:
     """Scores per setting (``rows``) and what they were computed from, for figures and files."""
@@ -287,7 +385,7 @@ class Evaluation:
     predictions: dict[str, list[list[np.ndarray]]]
 
 
-def evaluate_sequence(seq: Sequence4D, pairs: Sequence[tuple[int, int]],
+def evaluate_sequence(seq: Sequence4D | CheckedRequest, pairs: Sequence[tuple[int, int]],
                       settings: Sequence[EvalSetting], *, weights: str | os.PathLike | None = None,
                       device: str = "auto", seed: int = 0, model: LoadedModel | None = None,
                       progress: Progress | None = None) -> Evaluation:
@@ -296,24 +394,24 @@ def evaluate_sequence(seq: Sequence4D, pairs: Sequence[tuple[int, int]],
     Each pair is one test case (TTT schemes run across the cases in the given order). Metrics
     are the published ones, on the input's grid, prediction in [0, 1] against the ground truth
     min-max normalised per volume; one row per setting with means, standard deviations over
-    all predicted frames, ``n_frames`` and ``seconds_per_case``.
+    all predicted frames, ``n_frames`` and ``seconds_per_case``. The index values between each
+    pair must be sorted (:func:`hidden_case`). ``seq`` may be a :class:`CheckedRequest`.
     """
     progress = progress or NullProgress()
-    cases = []
-    for a, b in pairs:
-        check_frame_pair(seq, a, b)
-        hidden = list(range(a + 1, b)) if a < b else list(range(a - 1, b, -1))
-        if not hidden:
-            raise InputError(f"frames {a} and {b} are neighbours: no frame between them to hide")
-        va, vb = seq.index_values[a], seq.index_values[b]
-        cases.append((a, b, hidden, [(seq.index_values[i] - va) / (vb - va) for i in hidden]))
-    prepared = [_prepare(seq.frames[a], seq.frames[b], times) for a, b, _, times in cases]
+    request = check_request(seq, pairs, hide=True)
+    for setting in settings:
+        _check_choice("method", setting.method, METHODS)
+    frames = request.seq.frames
+    hidden_cases = request.cases or ()
+    cases = [(c.a, c.b, list(c.hidden), list(c.times)) for c in hidden_cases]
+    prepared = [_prepare(*_check_pair(frames[c.a], frames[c.b]), c.times, request.mapping)
+                for c in hidden_cases]
     loaded = None
     if any(s.method == "uvinet" for s in settings):
         loaded = model or load_model(weights, device, seed=seed)
         for p in prepared:
             p.to(loaded.device)
-    truths = [[normalize_minmax(seq.frames[i])[0] for i in hidden] for _, _, hidden, _ in cases]
+    truths = [[normalize_minmax(frames[i])[0] for i in hidden] for _, _, hidden, _ in cases]
     rows, predictions = [], {}
     for k, setting in enumerate(settings):
         sub = SubProgress(progress, k / len(settings), (k + 1) / len(settings))
@@ -326,7 +424,7 @@ def evaluate_sequence(seq: Sequence4D, pairs: Sequence[tuple[int, int]],
         row: dict[str, Any] = {
             "label": setting.label, "method": setting.method,
             "ttt": setting.ttt.resolved().to_dict() if setting.method == "uvinet" else None,
-            **_summary(scores), "n_frames": len(scores), "n_cases": len(cases),
+            **summarize(scores, METRIC_NAMES), "n_frames": len(scores), "n_cases": len(cases),
             "seconds_per_case": seconds}
         if loaded is not None and setting.method == "uvinet":
             row.update(weights=loaded.source, trained=loaded.trained)
@@ -343,14 +441,11 @@ def evaluate_file(inputs: str | os.PathLike | Sequence[str | os.PathLike],
     return evaluate_sequence(read_4d(inputs), pairs, settings, **options)
 
 
+#: Columns of the interpolation table (``tables.format_table``).
+TABLE_COLUMNS: tuple[Column, ...] = (("PSNR", "PSNR", 3), ("NCC", "NCC", 3), ("SSIM", "SSIM", 3),
+                                     ("NMSE", "NMSE (x100)", 3))
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Plain-text table: one row per setting, metrics as mean +- std."""
-    width = max(28, *(len(r["label"]) for r in rows))
-    header = (f"{'method':<{width}} {'PSNR':>15} {'NCC':>15} {'SSIM':>15} {'NMSE (x100)':>15} "
-              f"{'frames':>6} {'s/case':>8}")
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        cells = [f"{r[m]:.3f} ± {r[m + '_std']:.3f}" for m in METRIC_NAMES]
-        lines.append(f"{r['label']:<{width}} " + " ".join(f"{c:>15}" for c in cells)
-                     + f" {r['n_frames']:>6} {r['seconds_per_case']:>8.2f}")
-    return "\n".join(lines)
+    """Plain-text table: one row per setting, metrics as mean ± std."""
+    return _format_table(rows, TABLE_COLUMNS, label_title="method", count=("n_frames", "frames"))

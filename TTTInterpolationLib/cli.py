@@ -8,7 +8,6 @@ heavy modules (torch) are imported only once a command runs.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -71,14 +70,10 @@ def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False,
                    help="bar on stderr (default), jsonl = JSON lines on stdout, or none")
 
 
-def _ttt_config(args: argparse.Namespace, task: str) -> Any:
-    from .config import TTTConfig
-
-    kwargs: dict[str, Any] = {"task": task, "scheme": args.scheme, "lr": args.lr,
-                              "optimizer": args.optimizer, "adapt": args.adapt, "seed": args.seed}
-    if args.steps is not None:
-        kwargs["steps"] = args.steps
-    return TTTConfig(**kwargs)
+def _ttt_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The TTT fields the model options set (``None``: not given, the default applies)."""
+    return {"steps": args.steps, "lr": args.lr, "optimizer": args.optimizer,
+            "adapt": args.adapt, "seed": args.seed}
 
 
 def _frame_pair(values: Sequence[int]) -> tuple[int, int]:
@@ -98,19 +93,18 @@ def _note_untrained(args: argparse.Namespace, progress: Any) -> None:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from .api import check_request, interpolate_sequence, times_between
+    from .config import TTTConfig
     from .progress import make_progress
     from .volume_io import check_output_path, read_4d, write_4d
 
-    config = _ttt_config(args, args.ttt)
+    config = TTTConfig.from_options(args.ttt, scheme=args.scheme, **_ttt_options(args))
     check_output_path(args.output)
     times = times_between(args.num, args.times)
-    seq = read_4d(args.inputs)
-    frames = _frame_pair(args.frames)
-    check_request(seq, [frames])
+    request = check_request(read_4d(args.inputs), [_frame_pair(args.frames)])
     progress = make_progress(args.progress)
     _note_untrained(args, progress)
-    result = interpolate_sequence(seq, frames, times, method=args.method, ttt=config,
-                                  weights=args.weights, device=args.device, seed=args.seed,
+    result = interpolate_sequence(request, request.pairs[0], times, method=args.method,
+                                  ttt=config, weights=args.weights, device=args.device,
                                   progress=progress)
     write_4d(args.output, result)
     progress.update("done", 1.0, f"wrote {result.num_frames} frames to {args.output}")
@@ -122,30 +116,24 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .api import EvalSetting, check_request, format_table
-    from .config import TTTConfig
+    from .api import check_request, format_table
     from .distributed import DistContext
     from .parallel_eval import evaluate_rows
     from .progress import make_progress
+    from .settings import EvalSetting, evaluation_settings
     from .volume_io import check_output_path, read_4d
 
     if args.json:
         check_output_path(args.json, suffixes=(".json",))
-    settings = [EvalSetting("linear blending", "linear")]
-    if args.method == "uvinet":
-        for task in dict.fromkeys(["none", *args.ttt]):
-            config = _ttt_config(args, task)
-            label = "UVI-Net" if task == "none" else f"UVI-Net + TTT {task} ({config.scheme})"
-            settings.append(EvalSetting(label, "uvinet", config if task != "none"
-                                        else TTTConfig()))
-    seq = read_4d(args.inputs)
+    settings = evaluation_settings(EvalSetting("linear blending", "linear"), args.ttt,
+                                   [args.scheme], args.method, **_ttt_options(args))
     pairs = [_frame_pair(f) for f in args.frames]
-    check_request(seq, pairs)
+    request = check_request(read_4d(args.inputs), pairs, hide=True)
     ctx = DistContext.from_env()  # under torchrun the cases are split across the processes
     progress = make_progress(args.progress if ctx.is_main else "none")
     if ctx.is_main:
         _note_untrained(args, progress)
-    rows = evaluate_rows(seq, pairs, settings, ctx, weights=args.weights, device=args.device,
+    rows = evaluate_rows(request, pairs, settings, ctx, weights=args.weights, device=args.device,
                          seed=args.seed, progress=progress)
     if rows is None:  # not rank 0: rank 0 prints and writes the merged table
         return 0
@@ -154,25 +142,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     table = format_table(rows)
     print(table, file=sys.stderr if args.progress == "jsonl" else sys.stdout)
     if args.json:
-        from .atomic import atomic_write_text
+        from .atomic import atomic_write_json
 
-        summary = {k: v for k, v in rows[-1].items()}
-        summary.update({"input": [str(p) for p in args.inputs], "pairs": pairs, "table": rows})
-        atomic_write_text(args.json, json.dumps(summary, indent=2))
+        # One object: what was evaluated, then the table (one row per setting). Non-finite
+        # scores (the PSNR of an exact prediction) are written as null: strict JSON.
+        atomic_write_json(args.json, {"input": [str(p) for p in args.inputs], "pairs": pairs,
+                                      "table": rows})
     return 0
 
 
 def cmd_evaluate_pairs(args: argparse.Namespace) -> int:
     """Registration NCC, Dice and cycle PSNR on real ED/ES pairs (see realdata_eval)."""
-    from .atomic import atomic_write_text
+    from .atomic import atomic_write_json
     from .progress import make_progress
     from .realdata_eval import check_request, evaluate_pairs, format_pairs_table, pair_settings
     from .volume_io import check_output_path
 
     if args.json:
         check_output_path(args.json, suffixes=(".json",))
-    settings = pair_settings(args.ttt, args.scheme, args.method, steps=args.steps, lr=args.lr,
-                             optimizer=args.optimizer, adapt=args.adapt, seed=args.seed)
+    settings = pair_settings(args.ttt, args.scheme, args.method, **_ttt_options(args))
     check_request(args.data, args.cases, args.limit, args.size)
     progress = make_progress(args.progress)
     _note_untrained(args, progress)
@@ -184,8 +172,7 @@ def cmd_evaluate_pairs(args: argparse.Namespace) -> int:
     print(format_pairs_table(result.rows),
           file=sys.stderr if args.progress == "jsonl" else sys.stdout)
     if args.json:
-        atomic_write_text(args.json, json.dumps({"data": str(args.data), **result.to_json()},
-                                                indent=2, allow_nan=False))
+        atomic_write_json(args.json, {"data": str(args.data), **result.to_json()})
     return 0
 
 

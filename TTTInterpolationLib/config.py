@@ -130,6 +130,22 @@ class TTTConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def with_options(self, **options: Any) -> TTTConfig:
+        """A copy with the given fields changed; ``None`` values leave a field as it is.
+
+        The one builder of TTT settings from loose options (command-line arguments, API
+        keywords): ``None`` means "not given", so a default is never written twice.
+        """
+        unknown = set(options) - {f.name for f in fields(self)}
+        if unknown:
+            raise TypeError(f"unknown TTT settings {sorted(unknown)}")
+        return replace(self, **{k: v for k, v in options.items() if v is not None})
+
+    @classmethod
+    def from_options(cls, task: str = "none", **options: Any) -> TTTConfig:
+        """``TTTConfig(task=task)`` with :meth:`with_options` applied."""
+        return cls(task=task).with_options(**options)
+
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:

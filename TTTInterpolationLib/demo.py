@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import UNTRAINED_NOTE, EvalSetting, Evaluation, evaluate_sequence, format_table
+from .api import UNTRAINED_NOTE, Evaluation, evaluate_sequence, format_table
 from .atomic import atomic_write, atomic_write_json, atomic_write_text
-from .config import TTTConfig
 from .phantoms import Shift, end_frames, make_phantom_sequence
 from .progress import make_progress
+from .settings import EvalSetting, evaluation_settings
 from .volume import Sequence4D
 from .volume_io import write_4d
 
@@ -89,10 +89,8 @@ def run_demo(out: str | os.PathLike = "tttinterp-demo", steps: int = 10, device:
         print(f"tttinterp: note: {UNTRAINED_NOTE}", file=sys.stderr)
     seq = make_phantom_sequence("cardiac", DEMO_FRAMES, DEMO_SIZE, seed=seed, shift=DEMO_SHIFT)
     ed, es = end_frames("cardiac", DEMO_FRAMES)
-    settings = [EvalSetting("linear blending", "linear"),
-                EvalSetting("UVI-Net", "uvinet"),
-                EvalSetting("UVI-Net + TTT cycle", "uvinet",
-                            TTTConfig(task="cycle", steps=steps, seed=seed))]
+    settings = evaluation_settings(EvalSetting("linear blending", "linear"), ["cycle"],
+                                   steps=steps, seed=seed)
     evaluation = evaluate_sequence(seq, [(ed, es)], settings, model=loaded, seed=seed,
                                    progress=progress)
     progress.update("write", 0.99, f"writing results to {folder}")

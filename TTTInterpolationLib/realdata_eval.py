@@ -42,14 +42,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .api import EvalSetting, LoadedModel, load_model
-from .config import DEFAULT_GRID_SIZE, TTTConfig
+from .api import LoadedModel, load_model
+from .atomic import strict_json
+from .config import DEFAULT_GRID_SIZE
 from .datasets import PairSource, find_pairs, preprocess
 from .errors import InputError
 from .heads import TTTModel
 from .metrics import ncc, psnr
 from .model_grid import plan_mapping, to_model_grid
 from .progress import NullProgress, Progress, SubProgress
+from .settings import EvalSetting, evaluation_settings
+from .tables import Column, format_table, summarize
 from .ttt import Case, adapt_and_apply
 from .warp import warp
 
@@ -272,21 +275,11 @@ def pair_settings(tasks: Iterable[str] = ("none",), schemes: Iterable[str] = ("o
                   method: str = "uvinet", **ttt_options: Any) -> list[EvalSetting]:
     """No motion, then (for ``method="uvinet"``) UVI-Net and one row per TTT task and scheme.
 
-    ``ttt_options`` are further :class:`TTTConfig` fields (steps, lr, optimizer, adapt, seed);
-    ``None`` values take the defaults.
+    ``ttt_options`` are further :class:`~.config.TTTConfig` fields (steps, lr, optimizer,
+    adapt, seed); ``None`` values take the defaults (:func:`~.settings.evaluation_settings`).
     """
-    options = {k: v for k, v in ttt_options.items() if v is not None}
-    settings = [EvalSetting("no motion (ED as is)", NO_MOTION)]
-    if method == "linear":
-        return settings
-    if method != "uvinet":
-        raise InputError(f"unknown method {method!r}: choose uvinet or linear")
-    settings.append(EvalSetting("UVI-Net", "uvinet", TTTConfig(**options)))
-    for task in dict.fromkeys(t for t in tasks if t != "none"):
-        for scheme in dict.fromkeys(schemes):
-            config = TTTConfig(task=task, scheme=scheme, **options)
-            settings.append(EvalSetting(f"UVI-Net + TTT {task} ({scheme})", "uvinet", config))
-    return settings
+    return evaluation_settings(EvalSetting("no motion (ED as is)", NO_MOTION), tasks, schemes,
+                               method, **ttt_options)
 
 
 def _no_motion(pairs: Sequence[LabelledPair]) -> list[MotionEstimate]:
@@ -345,30 +338,9 @@ class PairEvaluation:
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for a JSON file; NaN and infinities become null (strict JSON)."""
-        return _finite({"cases": self.cases, "size": list(self.size), "metrics": list(METRICS),
-                        "cycle_times": list(CYCLE_TIMES), "rows": self.rows,
-                        "per_case": self.per_case})
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def summarize(scores: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Mean and standard deviation of each metric over cases, NaNs left out."""
-    out: dict[str, float] = {}
-    for name in METRICS:
-        values = np.array([s[name] for s in scores], dtype=np.float64)
-        values = values[~np.isnan(values)]
-        out[name] = float(values.mean()) if values.size else math.nan
-        out[f"{name}_std"] = float(values.std()) if values.size else math.nan
-    return out
+        return strict_json({"cases": self.cases, "size": list(self.size),
+                            "metrics": list(METRICS), "cycle_times": list(CYCLE_TIMES),
+                            "rows": self.rows, "per_case": self.per_case})
 
 
 def check_request(data: str | os.PathLike, cases: str | None, limit: int | None,
@@ -416,7 +388,7 @@ def evaluate_pairs(data: str | os.PathLike, settings: Sequence[EvalSetting], *,
 def _row(setting: EvalSetting, scores: list[dict[str, float]], seconds: float,
          loaded: LoadedModel | None) -> dict[str, Any]:
     row: dict[str, Any] = {"label": setting.label, "method": setting.method,
-                           **summarize(scores), "n_cases": len(scores),
+                           **summarize(scores, METRICS), "n_cases": len(scores),
                            "seconds_per_case": seconds}
     if setting.method != NO_MOTION and loaded is not None:
         row.update(ttt=setting.ttt.resolved().to_dict(), weights=loaded.source,
@@ -424,18 +396,12 @@ def _row(setting: EvalSetting, scores: list[dict[str, float]], seconds: float,
     return row
 
 
+#: Columns of the real-pair table (``tables.format_table``).
+PAIR_COLUMNS: tuple[Column, ...] = (
+    ("NCC", "reg NCC", 3), ("PSNR", "reg PSNR", 2), ("Dice", "Dice", 3), ("Dice_RV", "Dice RV", 3),
+    ("Dice_Myo", "Dice Myo", 3), ("Dice_LV", "Dice LV", 3), ("cycle_PSNR", "cycle PSNR", 2))
+
+
 def format_pairs_table(rows: Sequence[dict[str, Any]]) -> str:
     """Plain-text table: one row per setting, mean ± std over cases."""
-    width = max(28, *(len(r["label"]) for r in rows))
-    columns = [("NCC", "reg NCC", 3), ("PSNR", "reg PSNR", 2), ("Dice", "Dice", 3),
-               ("Dice_RV", "Dice RV", 3), ("Dice_Myo", "Dice Myo", 3), ("Dice_LV", "Dice LV", 3),
-               ("cycle_PSNR", "cycle PSNR", 2)]
-    header = f"{'setting':<{width}} " + " ".join(f"{title:>15}" for _, title, _ in columns)
-    header += f" {'cases':>5} {'s/case':>8}"
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        cells = [f"{r[key]:.{digits}f} ± {r[key + '_std']:.{digits}f}"
-                 for key, _, digits in columns]
-        lines.append(f"{r['label']:<{width}} " + " ".join(f"{c:>15}" for c in cells)
-                     + f" {r['n_cases']:>5} {r['seconds_per_case']:>8.2f}")
-    return "\n".join(lines)
+    return format_table(rows, PAIR_COLUMNS, label_title="setting", count=("n_cases", "cases"))
