@@ -6,23 +6,31 @@ cases before it; the merged table equals the single-process one (up to float rou
 ``minibatch`` and ``naive`` carry what they learned from case to case, so splitting would
 change the method: they are refused under torchrun instead of silently computing something
 else. Linear blending and plain UVI-Net are per-case, so they split too.
+
+Each process computes on its own GPU (``LOCAL_RANK``): a model the caller loaded and passed in
+(``model=``) is copied onto that GPU first, or every rank would run on the caller's device.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
 
-from .api import EvalSetting, evaluate_sequence
+import torch
+
+from .api import CheckedRequest, LoadedModel, evaluate_sequence
 from .device import resolve_device
 from .distributed import DistContext, process_group, rank_device
 from .errors import InputError
 from .metrics import METRIC_NAMES
+from .settings import EvalSetting
 from .volume import Sequence4D
 
 
-def evaluate_rows(seq: Sequence4D, pairs: Sequence[tuple[int, int]],
+def evaluate_rows(seq: Sequence4D | CheckedRequest, pairs: Sequence[tuple[int, int]],
                   settings: Sequence[EvalSetting], ctx: DistContext | None = None,
                   **options: Any) -> list[dict[str, Any]] | None:
     """Table rows of :func:`~TTTInterpolationLib.api.evaluate_sequence` over all ``pairs``.
@@ -39,7 +47,11 @@ def evaluate_rows(seq: Sequence4D, pairs: Sequence[tuple[int, int]],
     if carried:
         raise InputError(f"--scheme {carried[0]} carries weights from case to case and cannot "
                          "be split across processes: run it without torchrun")
-    rank_device(resolve_device(options.get("device", "auto")), ctx)
+    model: LoadedModel | None = options.get("model")
+    wanted = model.device if model is not None else resolve_device(options.get("device", "auto"))
+    device = rank_device(wanted, ctx)
+    if model is not None:
+        options = {**options, "model": model_on(model, device)}
     mine = ctx.shard(list(pairs))
     with process_group(ctx, "gloo"):  # Python objects only: gloo works for CPU and CUDA runs
         rows = evaluate_sequence(seq, mine, settings, **options).rows if mine else None
@@ -47,6 +59,17 @@ def evaluate_rows(seq: Sequence4D, pairs: Sequence[tuple[int, int]],
     if not ctx.is_main:
         return None
     return merge_rows([r for r in gathered if r is not None])
+
+
+def model_on(loaded: LoadedModel, device: torch.device) -> LoadedModel:
+    """``loaded`` on ``device``: itself if already there, else a copy moved there.
+
+    A copy, so the caller's model stays where the caller put it.
+    """
+    if loaded.device == device:
+        return loaded
+    moved = copy.deepcopy(loaded.model).to(device)
+    return dataclasses.replace(loaded, model=moved, device=device)
 
 
 def merge_rows(shards: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
