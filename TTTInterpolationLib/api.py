@@ -2,7 +2,7 @@
 
 This is what the CLI, the Slicer module's background process and console scripts call. Arrays
 are 3D ``(I, J, K)`` volumes in any intensity range; each is min-max normalised to [0, 1]
-(docs/method-notes.md, preprocessing), zero-padded to the network's grid (multiples of 16)
+(docs/method-notes.md §6), zero-padded to the network's grid (multiples of 16)
 and mapped back, so outputs lie on the input's grid in the input's intensity range.
 
 Requests are validated once, at the edge: :func:`interpolate` checks its arrays and times,

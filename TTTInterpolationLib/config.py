@@ -28,13 +28,13 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PHANTOM_KINDS = ("cardiac", "lung")
 
 #: The model grid of training and of real-pair evaluation: the published ACDC crop (in-plane
-#: 128 x 128, 32 slices; docs/method-notes.md, preprocessing).
+#: 128 x 128, 32 slices; docs/method-notes.md §6).
 DEFAULT_GRID_SIZE: tuple[int, int, int] = (128, 128, 32)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of UVI-Net plus its self-supervised heads (method.md sections 3 and 9).
+    """Architecture of UVI-Net plus its self-supervised heads (docs/method-notes.md §3, §9).
 
     Defaults are the published sizes (about 0.51 M parameters for UVI-Net). ``width`` scales
     every channel count, for quick experiments; the published model has ``width=1``.
@@ -64,7 +64,7 @@ class ModelConfig:
 
 
 # Published-style defaults per task: Adam 1e-4 for rotation, AdamW 2e-4 wd 0.05 for MAE
-# (method.md section 9); the cycle loss is UVI-Net's own training objective, so it uses the
+# (docs/method-notes.md §9); the cycle loss is UVI-Net's own training objective, so it uses the
 # training optimiser (Adam, amsgrad). Its rate was measured on a phantom-trained model and a
 # shifted cardiac phantom (10 steps, all parameters): 1e-4 gave +0.11 dB over no TTT, 3e-4
 # -0.06 dB and 1e-3 -1.19 dB (the refinement net drifts).

@@ -14,7 +14,7 @@
   ``path,frame_a,frame_b`` (one 4D file and two 0-based frame numbers); an optional ``case``
   names the pair in logs and checkpoints. Relative paths resolve against the manifest's folder.
 
-Preprocessing follows method.md section 6 by default: centre crop or zero-pad to the model grid
+Preprocessing follows docs/method-notes.md §6 by default: centre crop or zero-pad to the model grid
 without resampling, then min-max to [0, 1] per volume. ``zoom`` != 1 first resizes each volume
 trilinearly by that factor (per axis), so a model can train at a lower resolution on a CPU,
 e.g. ``size (64, 64, 16)`` with ``zoom 0.5`` covers the published 128x128x32 field of view.

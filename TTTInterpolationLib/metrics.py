@@ -1,4 +1,4 @@
-"""Image-quality metrics exactly as published (docs/method-notes.md), plus their filters.
+"""Image-quality metrics exactly as published (docs/method-notes.md §7), plus their filters.
 
 All metrics compare a prediction with the ground truth on the whole volume, both in [0, 1]:
 - PSNR = 20 log10(1 / sqrt(MSE)) (data range 1, no clipping);

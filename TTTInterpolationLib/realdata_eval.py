@@ -3,7 +3,7 @@
 Without the frames in between, interpolation cannot be scored directly; what the two ends and
 their manual labels can score is the motion the model finds between them. Per setting (no
 motion, UVI-Net, UVI-Net after each TTT task and scheme) and per case, on the model grid
-(method.md section 6: in-plane centre crop, slices cropped or zero-padded, min-max per volume;
+(docs/method-notes.md §6: in-plane centre crop, slices cropped or zero-padded, min-max per volume;
 labels cropped the same way):
 
 - **registration NCC** and **registration PSNR**: ED warped by the flow toward ES,
@@ -13,7 +13,7 @@ labels cropped the same way):
   against the ES labels; per class (1 RV, 2 myocardium, 3 LV cavity) and their mean. A class
   absent from both volumes has no Dice (NaN), and is left out of means.
 - **cycle PSNR**: how well the interpolator reconstructs the real ends from virtual frames,
-  UVI-Net's own training signal (method.md section 5) with fixed instead of random times
+  UVI-Net's own training signal (docs/method-notes.md §5) with fixed instead of random times
   ``t1, t2, t3 = -0.25, 0.5, 1.25`` (the middles of the training ranges):
   ``V1 = W(ED, t1 phi01)``, ``V3 = W(ES, (1 - t3) phi10)`` and ``V2`` = the interpolator's own
   frame at ``t2``; ED is rebuilt between ``(V1, V2)`` at ``s0 = -t1 / (t2 - t1) = 1/3`` and ES
@@ -176,7 +176,7 @@ def crop_labels(labels: np.ndarray, size: Sequence[int]) -> torch.Tensor:
 
 
 def load_labelled_pair(pair: PairSource, size: Sequence[int] = DEFAULT_SIZE) -> LabelledPair:
-    """Read and preprocess one case (method.md section 6), labels cropped the same way."""
+    """Read and preprocess one case (docs/method-notes.md §6), labels cropped the same way."""
     from .volume_io import read_volume
 
     ed, es = read_volume(pair.path_a)[0], read_volume(pair.path_b)[0]

@@ -1,6 +1,6 @@
 """Training UVI-Net jointly with its self-supervised heads, on one process or many.
 
-The loss is UVI-Net's cycle loss (method.md section 5) plus ``aux_weight`` times the rotation
+The loss is UVI-Net's cycle loss (docs/method-notes.md §5) plus ``aux_weight`` times the rotation
 and MAE losses, as the TTT recipe asks. Optimiser: Adam (amsgrad), lr 2e-4, batch 1 per
 process, no augmentation, no schedule (the published settings).
 
