@@ -190,6 +190,7 @@ def write_4d(path: PathLike, seq: Sequence4D) -> None:
     """Write a 4D series: Slicer's volume-sequence NRRD (.seq.nrrd/.nrrd) or 4D NIfTI."""
     path = Path(path)
     suffix = _require_suffix(path, _WRITE_4D_SUFFIXES, "4D output")
+    _require_finite_index(seq.index_values, f"the series for {path}")
     writer = _WRITERS[suffix]
     _write_atomically(path, suffix, lambda tmp: writer(tmp, seq.frames, seq.geometry, seq))
 
@@ -226,6 +227,8 @@ def _read_4d_file(path: Path) -> Sequence4D:
             f"{path} has only {num_frames} frame; interpolation needs a series of at least 2 frames"
         )
     _require_finite(loaded.data, path)
+    if loaded.index_values is not None:
+        _require_finite_index(loaded.index_values, str(path))
     extra = {"index_name": loaded.index_name, "index_unit": loaded.index_unit}
     return Sequence4D(
         frames=loaded.data,
@@ -343,6 +346,7 @@ def _load_itk(path: Path) -> _Loaded:
 def _load_nrrd(path: Path) -> _Loaded:
     with _reading(path, "NRRD"):
         data, header = nrrd.read(str(path), index_order="F")
+    _check_nrrd_header(header, data.ndim, path)
     time_axis = _nrrd_time_axis(header, path)
     spatial_axes = [axis for axis in range(data.ndim) if axis != time_axis]
     if len(spatial_axes) != 3:
@@ -363,6 +367,35 @@ def _load_nrrd(path: Path) -> _Loaded:
         index_name=labels[time_axis] or None,
         index_unit=units[time_axis] or "",
     )
+
+
+#: Header fields with one entry per array axis (NRRD spec); "space directions" has one row per
+#: axis too (``none`` for a non-spatial one).
+_NRRD_PER_AXIS_FIELDS = ("sizes", "kinds", "labels", "units", "spacings", "space directions")
+
+
+def _check_nrrd_header(header: dict, ndim: int, path: Path) -> None:
+    """A header whose per-axis fields disagree with its dimension is corrupt, not a volume.
+
+    pynrrd parses each field on its own, so a hand-edited or damaged header can list four
+    sizes but one space direction; every later look-up by axis would then fail with an
+    IndexError instead of saying what is wrong with the file.
+    """
+    def corrupt(what: str) -> InputError:
+        return InputError(f"cannot read {path}: {what}; check that it is a complete, valid "
+                          "NRRD file")
+
+    if header.get("dimension") != ndim:
+        raise corrupt(f"its dimension ({header.get('dimension')}) does not match its data")
+    for key in _NRRD_PER_AXIS_FIELDS:
+        if key in header and len(header[key]) != ndim:
+            raise corrupt(f"'{key}' has {len(header[key])} entries for {ndim} axes")
+    directions = header.get("space directions")
+    if directions is not None and np.asarray(directions).shape != (ndim, 3):
+        raise corrupt(f"'space directions' are not {ndim} vectors of 3 components")
+    origin = header.get("space origin")
+    if origin is not None and np.asarray(origin).shape != (3,):
+        raise corrupt("'space origin' is not a vector of 3 components")
 
 
 def _nrrd_time_axis(header: dict, path: Path) -> int | None:
@@ -584,6 +617,16 @@ def _require_finite(data: np.ndarray, path: Path) -> None:
         raise InputError(
             f"{path} contains {bad} NaN or infinite voxel values; "
             "replace them (e.g. with 0) and try again"
+        )
+
+
+def _require_finite_index(values: Sequence[float], source: str) -> None:
+    """Index values place frames in time: a NaN or infinite one places nothing."""
+    bad = [k for k, v in enumerate(values) if not np.isfinite(v)]
+    if bad:
+        raise InputError(
+            f"{source} has a non-finite index value ({values[bad[0]]}) at frame {bad[0]}; "
+            "give every frame a finite index value (time point)"
         )
 
 
