@@ -10,29 +10,21 @@ stored, so a checkpoint loads at any volume size on any device.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_write
 from .config import ModelConfig
 from .errors import InputError
+from .hashing import sha256_file
 from .heads import TTTModel
 
 FORMAT = "tttinterp-checkpoint"
 VERSION = "1"
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(path: str | os.PathLike, model: TTTModel, info: dict[str, Any]) -> None:
@@ -43,18 +35,15 @@ def save_checkpoint(path: str | os.PathLike, model: TTTModel, info: dict[str, An
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "version": VERSION,
                 "model_config": json.dumps(model.config.to_dict()), "info": json.dumps(info)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         if path.suffix == ".pt":
             torch.save({**metadata, "info": info, "model_config": model.config.to_dict(),
                         "state_dict": state}, tmp)
         else:
             save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write, failures=(OSError, RuntimeError))  # torch: RuntimeError on I/O
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
@@ -80,7 +69,7 @@ def load_checkpoint(path: str | os.PathLike, sha256: str | None = None,
     path = Path(path)
     if not path.is_file():
         raise InputError(f"weights file not found: {path}")
-    if sha256 is not None and sha256_of(path).lower() != sha256.lower():
+    if sha256 is not None and sha256_file(path).lower() != sha256.lower():
         raise InputError(f"weights file {path} does not match its expected sha256: re-download it")
     try:
         state, config, info = _read(path)

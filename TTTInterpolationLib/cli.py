@@ -8,12 +8,24 @@ heavy modules (torch) are imported only once a command runs.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from .config import AUGMENT_CHOICES, SCHEMES, SPLITS, TASKS
+from .config import (
+    ADAPT,
+    AUGMENT_CHOICES,
+    DEFAULT_GRID_SIZE,
+    DEVICES,
+    METHODS,
+    OPTIMIZERS,
+    PHANTOM_KINDS,
+    PRECISIONS,
+    PROGRESS_KINDS,
+    SCHEMES,
+    SPLITS,
+    TASKS,
+)
 from .errors import InputError
 
 EXIT_INPUT = 2
@@ -29,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False,
                        many_schemes: bool = False) -> None:
     g = p.add_argument_group("model and test-time training")
-    g.add_argument("--method", choices=("uvinet", "linear"), default="uvinet",
+    g.add_argument("--method", choices=METHODS, default="uvinet",
                    help="uvinet (default) or plain linear blending of the two frames")
     g.add_argument("--ttt", choices=TASKS, default=["none"] if many_tasks else "none",
                    nargs="+" if many_tasks else None,
@@ -44,30 +56,26 @@ def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False,
                    help="TTT optimiser steps per case (epochs for naive); default 10")
     g.add_argument("--lr", type=float, default=None,
                    help="TTT learning rate (default per task: rotation 1e-4, mae 2e-4, cycle 1e-4)")
-    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=None,
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                    help="TTT optimiser (default per task: adam, adamw for mae)")
-    g.add_argument("--adapt", choices=("auto", "features", "all"), default="auto",
+    g.add_argument("--adapt", choices=ADAPT, default="auto",
                    help="parameters TTT updates: features (shared feature extractor, the "
                    "paper's choice), all (whole UVI-Net), auto = all for cycle, else features")
     g.add_argument("--weights", default=None,
                    help="checkpoint file (.safetensors or .pt) or a registered model name "
                    "(TTTInterpolationLib/weights/Models.json), or 'untrained' for a random "
                    "initialisation; default: the registered default model, if any")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+    g.add_argument("--device", choices=DEVICES, default="auto",
                    help="auto picks CUDA, then Apple MPS, then CPU")
     g.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    g.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar",
+    g.add_argument("--progress", choices=PROGRESS_KINDS, default="bar",
                    help="bar on stderr (default), jsonl = JSON lines on stdout, or none")
 
 
-def _ttt_config(args: argparse.Namespace, task: str) -> Any:
-    from .config import TTTConfig
-
-    kwargs: dict[str, Any] = {"task": task, "scheme": args.scheme, "lr": args.lr,
-                              "optimizer": args.optimizer, "adapt": args.adapt, "seed": args.seed}
-    if args.steps is not None:
-        kwargs["steps"] = args.steps
-    return TTTConfig(**kwargs)
+def _ttt_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The TTT fields the model options set (``None``: not given, the default applies)."""
+    return {"steps": args.steps, "lr": args.lr, "optimizer": args.optimizer,
+            "adapt": args.adapt, "seed": args.seed}
 
 
 def _frame_pair(values: Sequence[int]) -> tuple[int, int]:
@@ -87,19 +95,18 @@ def _note_untrained(args: argparse.Namespace, progress: Any) -> None:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from .api import check_request, interpolate_sequence, times_between
+    from .config import TTTConfig
     from .progress import make_progress
     from .volume_io import check_output_path, read_4d, write_4d
 
-    config = _ttt_config(args, args.ttt)
+    config = TTTConfig.from_options(args.ttt, scheme=args.scheme, **_ttt_options(args))
     check_output_path(args.output)
     times = times_between(args.num, args.times)
-    seq = read_4d(args.inputs)
-    frames = _frame_pair(args.frames)
-    check_request(seq, [frames])
+    request = check_request(read_4d(args.inputs), [_frame_pair(args.frames)])
     progress = make_progress(args.progress)
     _note_untrained(args, progress)
-    result = interpolate_sequence(seq, frames, times, method=args.method, ttt=config,
-                                  weights=args.weights, device=args.device, seed=args.seed,
+    result = interpolate_sequence(request, request.pairs[0], times, method=args.method,
+                                  ttt=config, weights=args.weights, device=args.device,
                                   progress=progress)
     write_4d(args.output, result)
     progress.update("done", 1.0, f"wrote {result.num_frames} frames to {args.output}")
@@ -114,14 +121,13 @@ def _evaluation_cases(args: argparse.Namespace, progress: Any) -> tuple[list[Any
     """The cases of ``evaluate``: rows of ``--cases``, or ``--frames`` pairs of the INPUT."""
     from .api import check_request, make_case
     from .phantoms import Shift
+    from .sequence_cases import load_cases, shift_sequence_frames
     from .volume_io import read_4d
 
     shift = Shift.parse(args.shift) if args.shift else None
     if args.cases is not None:
         if args.inputs or args.frames:
             raise InputError("give either --cases or INPUT with --frames, not both")
-        from .sequence_cases import load_cases
-
         return load_cases(args.cases, args.split, shift, args.limit, progress), args.cases
     if not args.inputs or not args.frames:
         raise InputError("give INPUT and --frames A B (repeatable), or --cases CSV")
@@ -129,31 +135,24 @@ def _evaluation_cases(args: argparse.Namespace, progress: Any) -> tuple[list[Any
     if shift is not None and not shift.is_identity():
         from dataclasses import replace
 
-        from .sequence_cases import shift_sequence_frames
-
         seq = replace(seq, frames=shift_sequence_frames(seq.frames, shift, args.seed))
-    pairs = [_frame_pair(f) for f in args.frames]
-    check_request(seq, pairs)
-    return [make_case(seq, a, b) for a, b in pairs], [str(p) for p in args.inputs]
+    request = check_request(seq, [_frame_pair(f) for f in args.frames], hide=True)
+    cases = [make_case(request.seq, c.a, c.b, checked=c) for c in request.cases or ()]
+    return cases, [str(p) for p in args.inputs]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .api import EvalSetting, format_table
-    from .config import TTTConfig
+    from .api import format_table
     from .distributed import DistContext
     from .parallel_eval import evaluate_rows
     from .progress import make_progress
+    from .settings import EvalSetting, evaluation_settings
     from .volume_io import check_output_path
 
     if args.json:
         check_output_path(args.json, suffixes=(".json",))
-    settings = [EvalSetting("linear blending", "linear")]
-    if args.method == "uvinet":
-        for task in dict.fromkeys(["none", *args.ttt]):
-            config = _ttt_config(args, task)
-            label = "UVI-Net" if task == "none" else f"UVI-Net + TTT {task} ({config.scheme})"
-            settings.append(EvalSetting(label, "uvinet", config if task != "none"
-                                        else TTTConfig()))
+    settings = evaluation_settings(EvalSetting("linear blending", "linear"), args.ttt,
+                                   [args.scheme], args.method, **_ttt_options(args))
     ctx = DistContext.from_env()  # under torchrun the cases are split across the processes
     progress = make_progress(args.progress if ctx.is_main else "none")
     cases, source = _evaluation_cases(args, progress)
@@ -169,26 +168,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     table = format_table(rows)
     print(table, file=sys.stderr if args.progress == "jsonl" else sys.stdout)
     if args.json:
-        from .realdata_eval import _finite
-        from .volume_io import atomic_write_text
+        from .atomic import atomic_write_json
 
-        summary = {"input": source, "split": args.split if args.cases else None,
-                   "shift": args.shift, "cases": [c.name for c in cases],
-                   "pairs": [[c.a, c.b] for c in cases], "table": rows, "per_case": per_case}
-        atomic_write_text(args.json, json.dumps(_finite(summary), indent=2, allow_nan=False))
+        # One object: what was evaluated, then the table (one row per setting) and each case's
+        # means. Non-finite scores (the PSNR of an exact prediction) are written as null.
+        atomic_write_json(args.json, {
+            "input": source, "split": args.split if args.cases else None, "shift": args.shift,
+            "cases": [c.name for c in cases], "pairs": [[c.a, c.b] for c in cases],
+            "table": rows, "per_case": per_case})
     return 0
 
 
 def cmd_evaluate_pairs(args: argparse.Namespace) -> int:
     """Registration NCC, Dice and cycle PSNR on real ED/ES pairs (see realdata_eval)."""
+    from .atomic import atomic_write_json
     from .progress import make_progress
     from .realdata_eval import check_request, evaluate_pairs, format_pairs_table, pair_settings
-    from .volume_io import atomic_write_text, check_output_path
+    from .volume_io import check_output_path
 
     if args.json:
         check_output_path(args.json, suffixes=(".json",))
-    settings = pair_settings(args.ttt, args.scheme, args.method, steps=args.steps, lr=args.lr,
-                             optimizer=args.optimizer, adapt=args.adapt, seed=args.seed)
+    settings = pair_settings(args.ttt, args.scheme, args.method, **_ttt_options(args))
     check_request(args.data, args.cases, args.limit, args.size)
     progress = make_progress(args.progress)
     _note_untrained(args, progress)
@@ -200,13 +200,12 @@ def cmd_evaluate_pairs(args: argparse.Namespace) -> int:
     print(format_pairs_table(result.rows),
           file=sys.stderr if args.progress == "jsonl" else sys.stdout)
     if args.json:
-        atomic_write_text(args.json, json.dumps({"data": str(args.data), **result.to_json()},
-                                                indent=2, allow_nan=False))
+        atomic_write_json(args.json, {"data": str(args.data), **result.to_json()})
     return 0
 
 
 def _add_evaluate_pairs_parser(sub: Any) -> None:
-    # Defaults spelled out (realdata_eval.TEST_SPLIT / DEFAULT_SIZE): importing that module
+    # The default case selection spelled out (realdata_eval.TEST_SPLIT): importing that module
     # here would load torch for every command, even --help.
     p = sub.add_parser("evaluate-pairs", help="score the motion between real ED/ES pairs with "
                        "labels (registration NCC, Dice, cycle PSNR), before and after TTT")
@@ -215,8 +214,9 @@ def _add_evaluate_pairs_parser(sub: Any) -> None:
     p.add_argument("--cases", default="091-100", help="case numbers, ranges or names, e.g. "
                    "091-100 (default, the ACDC test split), 1,5,91-93, or all")
     p.add_argument("--limit", type=int, default=None, help="only the first N selected cases")
-    p.add_argument("--size", type=int, nargs=3, default=(128, 128, 32), metavar=("X", "Y", "Z"),
-                   help="model grid: centre crop/zero-pad to this size (default 128 128 32)")
+    p.add_argument("--size", type=int, nargs=3, default=DEFAULT_GRID_SIZE, metavar=("X", "Y", "Z"),
+                   help="model grid: centre crop/zero-pad to this size (default "
+                   f"{' '.join(map(str, DEFAULT_GRID_SIZE))})")
     p.add_argument("--json", default=None, help="also write the results to this .json file")
     _add_model_options(p, many_tasks=True, many_schemes=True)
     p.set_defaults(func=cmd_evaluate_pairs)
@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_pairs_parser(sub)
 
     p = sub.add_parser("phantom", help="write a synthetic 4D phantom with exact ground truth")
-    p.add_argument("--kind", choices=("cardiac", "lung"), default="cardiac")
+    p.add_argument("--kind", choices=PHANTOM_KINDS, default="cardiac")
     p.add_argument("--frames", type=int, default=10, help="frames over one cycle (default 10)")
     p.add_argument("--size", type=int, nargs=3, default=(64, 64, 32), metavar=("X", "Y", "Z"))
     p.add_argument("--shift", default=None,
@@ -325,8 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="tttinterp-demo", help="output folder (default tttinterp-demo)")
     p.add_argument("--steps", type=int, default=10, help="TTT steps (default 10)")
     p.add_argument("--weights", default=None)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--progress", choices=PROGRESS_KINDS, default="bar")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train UVI-Net and its heads on pairs of frames "
@@ -339,8 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="total epochs (a resumed run continues up to this number)")
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors or .pt); "
                    "<out>.optim.pt and <out>.curve.png are written beside it")
-    p.add_argument("--size", type=int, nargs=3, default=(128, 128, 32), metavar=("X", "Y", "Z"),
-                   help="model grid: centre crop/zero-pad to this size (default 128 128 32)")
+    p.add_argument("--size", type=int, nargs=3, default=DEFAULT_GRID_SIZE, metavar=("X", "Y", "Z"),
+                   help="model grid: centre crop/zero-pad to this size (default "
+                   f"{' '.join(map(str, DEFAULT_GRID_SIZE))})")
     p.add_argument("--zoom", type=float, nargs="+", default=[1.0], metavar="F",
                    help="resize each volume trilinearly by F (one factor, or one per axis) "
                    "before the crop/pad; default 1 = no resampling (published); e.g. "
@@ -359,15 +360,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channel width factor of a new model (default 1 = published)")
     p.add_argument("--resume", default=None,
                    help="checkpoint to continue from (its .optim.pt restores Adam too)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bf16 (or fp16) autocast on CUDA, fp32 elsewhere; bf16 may be "
                    "forced on CPU (fast on CPUs with bfloat16 units)")
     p.add_argument("--augment", choices=AUGMENT_CHOICES, default="default",
                    help="default: organ-centred random crops, time reversal and scanner-like "
                    "intensity shifts (gamma, bias field, blur, Rician noise); none: centre crops")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--progress", choices=PROGRESS_KINDS, default="bar")
     p.set_defaults(func=cmd_train)
     return parser
 

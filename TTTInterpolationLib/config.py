@@ -13,6 +13,11 @@ from typing import Any
 
 from .errors import InputError
 
+# The choice lists of every option, in the order the command line and the Slicer module show
+# them. This module imports nothing heavy (no torch, no numpy), so the CLI builds its parser
+# from these without loading torch, and the Slicer worker's own copies are checked against
+# them by Testing/test_worker.py.
+METHODS = ("uvinet", "linear")
 TASKS = ("none", "rotation", "mae", "cycle")
 SCHEMES = ("online", "minibatch", "naive")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -21,11 +26,19 @@ ADAPT = ("auto", "features", "all")
 SPLITS = ("all", "validation", "test")
 #: Training augmentation: ``default`` = crops, time reversal, intensity shifts (augment.py).
 AUGMENT_CHOICES = ("default", "none")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PROGRESS_KINDS = ("bar", "jsonl", "none")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PHANTOM_KINDS = ("cardiac", "lung")
+
+#: The model grid of training and of real-pair evaluation: the published ACDC crop (in-plane
+#: 128 x 128, 32 slices; docs/method-notes.md §6).
+DEFAULT_GRID_SIZE: tuple[int, int, int] = (128, 128, 32)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of UVI-Net plus its self-supervised heads (method.md sections 3 and 9).
+    """Architecture of UVI-Net plus its self-supervised heads (docs/method-notes.md §3, §9).
 
     Defaults are the published sizes (about 0.51 M parameters for UVI-Net). ``width`` scales
     every channel count, for quick experiments; the published model has ``width=1``.
@@ -55,7 +68,7 @@ class ModelConfig:
 
 
 # Published-style defaults per task: Adam 1e-4 for rotation, AdamW 2e-4 wd 0.05 for MAE
-# (method.md section 9); the cycle loss is UVI-Net's own training objective, so it uses the
+# (docs/method-notes.md §9); the cycle loss is UVI-Net's own training objective, so it uses the
 # training optimiser (Adam, amsgrad). Its rate was measured on a phantom-trained model and a
 # shifted cardiac phantom (10 steps, all parameters): 1e-4 gave +0.11 dB over no TTT, 3e-4
 # -0.06 dB and 1e-3 -1.19 dB (the refinement net drifts).
@@ -120,6 +133,22 @@ class TTTConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def with_options(self, **options: Any) -> TTTConfig:
+        """A copy with the given fields changed; ``None`` values leave a field as it is.
+
+        The one builder of TTT settings from loose options (command-line arguments, API
+        keywords): ``None`` means "not given", so a default is never written twice.
+        """
+        unknown = set(options) - {f.name for f in fields(self)}
+        if unknown:
+            raise TypeError(f"unknown TTT settings {sorted(unknown)}")
+        return replace(self, **{k: v for k, v in options.items() if v is not None})
+
+    @classmethod
+    def from_options(cls, task: str = "none", **options: Any) -> TTTConfig:
+        """``TTTConfig(task=task)`` with :meth:`with_options` applied."""
+        return cls(task=task).with_options(**options)
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:

@@ -21,7 +21,7 @@ def write_training_curve(path: str | Path, history: list[dict[str, Any]]) -> Non
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    from .volume_io import _atomic_write
+    from .atomic import atomic_write
 
     fig = Figure(figsize=(11, 4), dpi=100)
     FigureCanvasAgg(fig)
@@ -39,7 +39,7 @@ def write_training_curve(path: str | Path, history: list[dict[str, Any]]) -> Non
     _plot_validation(right, [(e, h) for e, h in zip(epochs, history, strict=True)
                              if "val_cycle" in h])
     fig.tight_layout()
-    _atomic_write(Path(path), ".png", lambda tmp: fig.savefig(tmp, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def _plot_validation(ax: Any, points: list[tuple[int, dict[str, Any]]]) -> None:

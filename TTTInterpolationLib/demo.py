@@ -5,23 +5,27 @@ field), hides the frames between end-diastole and end-systole, predicts them wit
 blending, UVI-Net, and UVI-Net after test-time training with the cycle loss, and writes into
 one folder: the input and every prediction as ``.seq.nrrd``, the metrics table (text and JSON)
 and a figure in the spirit of the TTT paper's Figure 3.
+
+Every file is written atomically (:mod:`.atomic`): a failure leaves no temp file and no
+half-written output behind. The figure is drawn on matplotlib's Agg canvas directly, without
+pyplot, so running the demo from a notebook or Slicer never switches the host's backend.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .api import UNTRAINED_NOTE, EvalSetting, Evaluation, evaluate_sequence, format_table
-from .config import TTTConfig
+from .api import UNTRAINED_NOTE, Evaluation, evaluate_sequence, format_table
+from .atomic import atomic_write, atomic_write_json, atomic_write_text
 from .phantoms import Shift, end_frames, make_phantom_sequence
 from .progress import make_progress
+from .settings import EvalSetting, evaluation_settings
 from .volume import Sequence4D
-from .volume_io import atomic_write_text, write_4d
+from .volume_io import write_4d
 
 DEMO_SHIFT = Shift(noise=0.03, gamma=1.4, bias=0.2)
 DEMO_SIZE = (64, 64, 32)
@@ -34,10 +38,8 @@ def _slug(label: str) -> str:
 
 def save_figure(path: str | os.PathLike, seq: Sequence4D, evaluation: Evaluation) -> None:
     """Inputs, ground truth, each prediction and its error map at the middle hidden frame."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     case = evaluation.cases[0]
     a, b, hidden = case.a, case.b, case.hidden
@@ -46,7 +48,9 @@ def save_figure(path: str | os.PathLike, seq: Sequence4D, evaluation: Evaluation
     z = seq.frames.shape[3] // 2
     labels = list(evaluation.predictions)
     columns = 2 + 1 + len(labels)
-    fig, axes = plt.subplots(2, columns, figsize=(2.2 * columns, 4.8))
+    fig = Figure(figsize=(2.2 * columns, 4.8))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, columns, squeeze=False)
     gt = evaluation.truths[0][mid]
     top = [(f"frame {a} (input)", (seq.frames[a] - low) / (high - low)),
            (f"frame {b} (input)", (seq.frames[b] - low) / (high - low)),
@@ -68,10 +72,7 @@ def save_figure(path: str | os.PathLike, seq: Sequence4D, evaluation: Evaluation
     fig.suptitle("TTTInterpolation demo: cardiac phantom with "
                  f"shift {DEMO_SHIFT}, mid-ventricular slice", fontsize=9)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
 
 
 def run_demo(out: str | os.PathLike = "tttinterp-demo", steps: int = 10, device: str = "auto",
@@ -88,10 +89,8 @@ def run_demo(out: str | os.PathLike = "tttinterp-demo", steps: int = 10, device:
         print(f"tttinterp: note: {UNTRAINED_NOTE}", file=sys.stderr)
     seq = make_phantom_sequence("cardiac", DEMO_FRAMES, DEMO_SIZE, seed=seed, shift=DEMO_SHIFT)
     ed, es = end_frames("cardiac", DEMO_FRAMES)
-    settings = [EvalSetting("linear blending", "linear"),
-                EvalSetting("UVI-Net", "uvinet"),
-                EvalSetting("UVI-Net + TTT cycle", "uvinet",
-                            TTTConfig(task="cycle", steps=steps, seed=seed))]
+    settings = evaluation_settings(EvalSetting("linear blending", "linear"), ["cycle"],
+                                   steps=steps, seed=seed)
     evaluation = evaluate_sequence(seq, [(ed, es)], settings, model=loaded, seed=seed,
                                    progress=progress)
     progress.update("write", 0.99, f"writing results to {folder}")
@@ -106,7 +105,7 @@ def run_demo(out: str | os.PathLike = "tttinterp-demo", steps: int = 10, device:
     header = (f"cardiac phantom {DEMO_SIZE}, shift {DEMO_SHIFT}, frames {ed} -> {es}, hidden "
               f"{hidden}; weights: {loaded.source}\n")
     atomic_write_text(folder / "metrics.txt", header + table + "\n")
-    atomic_write_text(folder / "metrics.json", json.dumps(evaluation.rows, indent=2))
+    atomic_write_json(folder / "metrics.json", evaluation.rows)  # strict: inf PSNR -> null
     save_figure(folder / "figure.png", seq, evaluation)
     progress.update("done", 1.0, f"wrote {folder}")
     progress.close()

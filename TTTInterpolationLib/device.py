@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from .config import DEVICES
 from .errors import InputError
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+__all__ = ["DEVICES", "resolve_device"]
 
 
 def _mps_available() -> bool:

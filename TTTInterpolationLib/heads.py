@@ -1,7 +1,7 @@
 """Self-supervised heads on UVI-Net's feature extractor, and the Y-shaped model holding them.
 
 Both heads read F2, the deepest level of the feature extractor that also feeds the refinement
-network (method.md section 9), so minimising their losses at test time changes the
+network (docs/method-notes.md §9), so minimising their losses at test time changes the
 interpolation. Differences from the published code, on purpose:
 - the rotation head pools globally instead of flattening into a fixed-size Linear layer, so any
   volume size works;
@@ -115,7 +115,7 @@ class TTTModel(nn.Module):
 
         Training lives in ``forward`` so a ``DistributedDataParallel`` wrapper sees the whole
         step (it synchronises gradients of what its forward computed). Heads and the main task
-        train together so the heads stay consistent with the shared features (method.md 9).
+        train together so the heads stay consistent with the shared features (method notes §9).
         """
         main = cycle_loss(self.uvinet, i0, i1, generator)
         rotation = self.rotation_loss([i0, i1])

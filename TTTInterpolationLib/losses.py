@@ -1,4 +1,4 @@
-"""Training and test-time losses: UVI-Net's unsupervised cycle loss (method.md section 5).
+"""Training and test-time losses: UVI-Net's unsupervised cycle loss (docs/method-notes.md §5).
 
 The cycle loss needs no intermediate frame, so it serves three roles: training, the ``cycle``
 test-time-training task, and instance optimisation on one pair. Random times come from a

@@ -1,4 +1,4 @@
-"""Image-quality metrics exactly as published (method.md section 7), plus their shared filters.
+"""Image-quality metrics exactly as published (docs/method-notes.md §7), plus their filters.
 
 All metrics compare a prediction with the ground truth on the whole volume, both in [0, 1]:
 - PSNR = 20 log10(1 / sqrt(MSE)) (data range 1, no clipping);
@@ -6,7 +6,7 @@ All metrics compare a prediction with the ground truth on the whole volume, both
   the training loss maximises (``losses.ncc_loss`` is its negative);
 - SSIM with a 3D Gaussian window 11^3, sigma 1.5, zero padding 5, C1 = 0.01^2, C2 = 0.03^2,
   averaged over the SSIM map;
-- NMSE = MSE / mean(GT^2), reported x100.
+- NMSE = MSE / mean(GT^2), reported x100 (0 or infinite for an all-zero GT: :func:`nmse`).
 The windowed sums use separable 1D convolutions: with zero padding a separable kernel gives the
 same result as the published full 3D kernel (up to float rounding) at a fraction of the cost.
 """
@@ -118,9 +118,17 @@ def ssim(pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor) -> floa
 
 
 def nmse(pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor) -> float:
-    """MSE / mean(GT^2) x 100 (the published reporting scale)."""
+    """MSE / mean(GT^2) x 100 (the published reporting scale).
+
+    A ground truth with no energy (all zeros, e.g. a constant frame after min-max
+    normalisation) has no scale to normalise by: the NMSE is then 0 for an exact prediction
+    and infinite otherwise, as PSNR is infinite for an exact one, instead of a division error.
+    """
     g = _as_tensor(gt)
-    return 100.0 * mse(pred, gt) / float((g**2).mean())
+    err, energy = mse(pred, gt), float((g**2).mean())
+    if energy == 0.0:
+        return 0.0 if err == 0.0 else math.inf
+    return 100.0 * err / energy
 
 
 def all_metrics(pred: np.ndarray | torch.Tensor,

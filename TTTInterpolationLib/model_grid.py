@@ -3,7 +3,7 @@
 Why: the network halves each spatial size four times, so every size must be a multiple of
 :data:`MULTIPLE`. We never resample (that would blur the frames and move voxels off the
 input's grid); we only centre-crop or zero-pad each axis, which is also the published ACDC
-preprocessing (method.md sec. 6: in-plane centre crop to 128, slices padded/cropped to 32).
+preprocessing (docs/method-notes.md §6: in-plane centre crop to 128, slices padded/cropped to 32).
 The mapping is a pair of index windows per axis, so going back is exact: the model-grid
 window is copied into the original-grid window, and voxels that were cropped away come from
 ``fill``.
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import DEFAULT_GRID_SIZE
 from .errors import InputError
 
 __all__ = [
@@ -112,7 +113,7 @@ def from_model_grid(
 
 
 def normalize_minmax(volume: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-    """Per-volume min-max to [0, 1] (method.md sec. 6), plus the range to undo it.
+    """Per-volume min-max to [0, 1] (docs/method-notes.md §6), plus the range to undo it.
 
     A constant volume has no range: it maps to zeros and reports ``(v, v)``, which
     :func:`denormalize` turns back into ``v``. Floating inputs keep their dtype, others
@@ -167,7 +168,7 @@ def _checked_size(size: Sequence[int]) -> tuple[int, int, int]:
     ):
         raise InputError(
             f"model grid size {dims} is invalid; give 3 positive multiples of {MULTIPLE}, "
-            "e.g. 128 128 32"
+            f"e.g. {' '.join(map(str, DEFAULT_GRID_SIZE))}"
         )
     return tuple(int(n) for n in dims)  # type: ignore[return-value]
 

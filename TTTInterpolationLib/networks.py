@@ -1,4 +1,4 @@
-"""UVI-Net (Kim et al., CVPR 2024) as described in method.md sections 3 and 4.
+"""UVI-Net (Kim et al., CVPR 2024) as described in docs/method-notes.md §3, §4.
 
 Three parts: a VoxelMorph-style flow U-Net giving both directions in one pass, a small feature
 extractor (shared with the test-time-training heads, see ``heads.py``) and a refinement network

@@ -6,18 +6,26 @@ cases before it; the merged table equals the single-process one (up to float rou
 ``minibatch`` and ``naive`` carry what they learned from case to case, so splitting would
 change the method: they are refused under torchrun instead of silently computing something
 else. Linear blending and plain UVI-Net are per-case, so they split too.
+
+Each process computes on its own GPU (``LOCAL_RANK``): a model the caller loaded and passed in
+(``model=``) is copied onto that GPU first, or every rank would run on the caller's device.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
 
-from .api import ROW_METRICS, EvalCase, EvalSetting, evaluate_cases
+import torch
+
+from .api import ROW_METRICS, EvalCase, LoadedModel, evaluate_cases
 from .device import resolve_device
 from .distributed import DistContext, process_group, rank_device
 from .errors import InputError
+from .settings import EvalSetting
 
 
 def evaluate_rows(cases: Sequence[EvalCase], settings: Sequence[EvalSetting],
@@ -38,7 +46,11 @@ def evaluate_rows(cases: Sequence[EvalCase], settings: Sequence[EvalSetting],
     if carried:
         raise InputError(f"--scheme {carried[0]} carries weights from case to case and cannot "
                          "be split across processes: run it without torchrun")
-    rank_device(resolve_device(options.get("device", "auto")), ctx)
+    model: LoadedModel | None = options.get("model")
+    wanted = model.device if model is not None else resolve_device(options.get("device", "auto"))
+    device = rank_device(wanted, ctx)
+    if model is not None:
+        options = {**options, "model": model_on(model, device)}
     mine = ctx.shard(list(cases))
     with process_group(ctx, "gloo"):  # Python objects only: gloo works for CPU and CUDA runs
         part = None
@@ -60,6 +72,17 @@ def _interleave(shards: Sequence[Sequence[Any]]) -> list[Any]:
     for i in range(max(len(s) for s in shards)):
         out.extend(s[i] for s in shards if i < len(s))
     return out
+
+
+def model_on(loaded: LoadedModel, device: torch.device) -> LoadedModel:
+    """``loaded`` on ``device``: itself if already there, else a copy moved there.
+
+    A copy, so the caller's model stays where the caller put it.
+    """
+    if loaded.device == device:
+        return loaded
+    moved = copy.deepcopy(loaded.model).to(device)
+    return dataclasses.replace(loaded, model=moved, device=device)
 
 
 def merge_rows(shards: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -25,10 +25,9 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
+from .config import PHANTOM_KINDS as KINDS
 from .errors import InputError
 from .volume import Geometry, Sequence4D
-
-KINDS = ("cardiac", "lung")
 
 MIN_SIZE = 8
 # Field of view in mm along (I, J, K): cardiac ~ an ACDC crop (1.5 mm in-plane at 128),

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 
 import torch
 
+from .config import PRECISIONS  # the one list of choices (config.py), used here
 from .errors import InputError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _HALF = (torch.float16, torch.bfloat16)
 
 

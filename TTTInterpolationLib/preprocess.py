@@ -104,17 +104,18 @@ class PreparedPair:
         return out if normalized else self.window.denormalize(out)
 
 
-def prepare_pair(frame0: np.ndarray, frame1: np.ndarray,
-                 size: Sequence[int] | None = None) -> PreparedPair:
+def prepare_pair(frame0: np.ndarray, frame1: np.ndarray, size: Sequence[int] | None = None,
+                 mapping: GridMapping | None = None) -> PreparedPair:
     """Normalise two same-shape 3D frames with one joint window and put them on the model grid.
 
     ``size`` None pads each axis to the next multiple of 16 (nothing lost); a given ``size``
-    centre-crops or pads to exactly that (the published fixed grids).
+    centre-crops or pads to exactly that (the published fixed grids). A ``mapping`` planned
+    already (a checked request) is used as it is.
     """
     f0, f1 = np.asarray(frame0, np.float32), np.asarray(frame1, np.float32)
     if f0.shape != f1.shape:
         raise InputError(f"frame A {f0.shape} and frame B {f1.shape} must have the same shape")
-    mapping = plan_mapping(f0.shape, size)
+    mapping = mapping or plan_mapping(f0.shape, size)
     window = joint_window(f0, f1)
     n0, n1 = window.normalize(f0), window.normalize(f1)
     bounds = (float(min(n0.min(), n1.min())), float(max(n0.max(), n1.max())))

@@ -3,7 +3,7 @@
 Without the frames in between, interpolation cannot be scored directly; what the two ends and
 their manual labels can score is the motion the model finds between them. Per setting (no
 motion, UVI-Net, UVI-Net after each TTT task and scheme) and per case, on the model grid
-(method.md section 6: in-plane centre crop, slices cropped or zero-padded, min-max per volume;
+(docs/method-notes.md §6: in-plane centre crop, slices cropped or zero-padded, min-max per volume;
 labels cropped the same way):
 
 - **registration NCC** and **registration PSNR**: ED warped by the flow toward ES,
@@ -13,7 +13,7 @@ labels cropped the same way):
   against the ES labels; per class (1 RV, 2 myocardium, 3 LV cavity) and their mean. A class
   absent from both volumes has no Dice (NaN), and is left out of means.
 - **cycle PSNR**: how well the interpolator reconstructs the real ends from virtual frames,
-  UVI-Net's own training signal (method.md section 5) with fixed instead of random times
+  UVI-Net's own training signal (docs/method-notes.md §5) with fixed instead of random times
   ``t1, t2, t3 = -0.25, 0.5, 1.25`` (the middles of the training ranges):
   ``V1 = W(ED, t1 phi01)``, ``V3 = W(ES, (1 - t3) phi10)`` and ``V2`` = the interpolator's own
   frame at ``t2``; ED is rebuilt between ``(V1, V2)`` at ``s0 = -t1 / (t2 - t1) = 1/3`` and ES
@@ -43,8 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .api import EvalSetting, LoadedModel, load_model
-from .config import TTTConfig
+from .api import LoadedModel, load_model
+from .atomic import strict_json
+from .config import DEFAULT_GRID_SIZE
 from .datasets import PairSource, find_pairs
 from .errors import InputError
 from .heads import TTTModel
@@ -52,11 +53,13 @@ from .metrics import ncc, psnr
 from .model_grid import plan_mapping, to_model_grid
 from .preprocess import prepare_pair
 from .progress import NullProgress, Progress, SubProgress
+from .settings import EvalSetting, evaluation_settings
+from .tables import Column, format_table, summarize
 from .ttt import Case, adapt_and_apply
 from .warp import warp
 
 TEST_SPLIT = "091-100"
-DEFAULT_SIZE = (128, 128, 32)
+DEFAULT_SIZE = DEFAULT_GRID_SIZE
 CLASSES = {1: "RV", 2: "Myo", 3: "LV"}
 CYCLE_TIMES = (-0.25, 0.5, 1.25)
 METRICS = ("NCC", "PSNR", "Dice", *(f"Dice_{n}" for n in CLASSES.values()), "cycle_PSNR")
@@ -277,21 +280,11 @@ def pair_settings(tasks: Iterable[str] = ("none",), schemes: Iterable[str] = ("o
                   method: str = "uvinet", **ttt_options: Any) -> list[EvalSetting]:
     """No motion, then (for ``method="uvinet"``) UVI-Net and one row per TTT task and scheme.
 
-    ``ttt_options`` are further :class:`TTTConfig` fields (steps, lr, optimizer, adapt, seed);
-    ``None`` values take the defaults.
+    ``ttt_options`` are further :class:`~.config.TTTConfig` fields (steps, lr, optimizer,
+    adapt, seed); ``None`` values take the defaults (:func:`~.settings.evaluation_settings`).
     """
-    options = {k: v for k, v in ttt_options.items() if v is not None}
-    settings = [EvalSetting("no motion (ED as is)", NO_MOTION)]
-    if method == "linear":
-        return settings
-    if method != "uvinet":
-        raise InputError(f"unknown method {method!r}: choose uvinet or linear")
-    settings.append(EvalSetting("UVI-Net", "uvinet", TTTConfig(**options)))
-    for task in dict.fromkeys(t for t in tasks if t != "none"):
-        for scheme in dict.fromkeys(schemes):
-            config = TTTConfig(task=task, scheme=scheme, **options)
-            settings.append(EvalSetting(f"UVI-Net + TTT {task} ({scheme})", "uvinet", config))
-    return settings
+    return evaluation_settings(EvalSetting("no motion (ED as is)", NO_MOTION), tasks, schemes,
+                               method, **ttt_options)
 
 
 def _no_motion(pairs: Sequence[LabelledPair]) -> list[MotionEstimate]:
@@ -350,30 +343,9 @@ class PairEvaluation:
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for a JSON file; NaN and infinities become null (strict JSON)."""
-        return _finite({"cases": self.cases, "size": list(self.size), "metrics": list(METRICS),
-                        "cycle_times": list(CYCLE_TIMES), "rows": self.rows,
-                        "per_case": self.per_case})
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def summarize(scores: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Mean and standard deviation of each metric over cases, NaNs left out."""
-    out: dict[str, float] = {}
-    for name in METRICS:
-        values = np.array([s[name] for s in scores], dtype=np.float64)
-        values = values[~np.isnan(values)]
-        out[name] = float(values.mean()) if values.size else math.nan
-        out[f"{name}_std"] = float(values.std()) if values.size else math.nan
-    return out
+        return strict_json({"cases": self.cases, "size": list(self.size),
+                            "metrics": list(METRICS), "cycle_times": list(CYCLE_TIMES),
+                            "rows": self.rows, "per_case": self.per_case})
 
 
 def check_request(data: str | os.PathLike, cases: str | None, limit: int | None,
@@ -421,7 +393,7 @@ def evaluate_pairs(data: str | os.PathLike, settings: Sequence[EvalSetting], *,
 def _row(setting: EvalSetting, scores: list[dict[str, float]], seconds: float,
          loaded: LoadedModel | None) -> dict[str, Any]:
     row: dict[str, Any] = {"label": setting.label, "method": setting.method,
-                           **summarize(scores), "n_cases": len(scores),
+                           **summarize(scores, METRICS), "n_cases": len(scores),
                            "seconds_per_case": seconds}
     if setting.method != NO_MOTION and loaded is not None:
         row.update(ttt=setting.ttt.resolved().to_dict(), weights=loaded.source,
@@ -429,18 +401,12 @@ def _row(setting: EvalSetting, scores: list[dict[str, float]], seconds: float,
     return row
 
 
+#: Columns of the real-pair table (``tables.format_table``).
+PAIR_COLUMNS: tuple[Column, ...] = (
+    ("NCC", "reg NCC", 3), ("PSNR", "reg PSNR", 2), ("Dice", "Dice", 3), ("Dice_RV", "Dice RV", 3),
+    ("Dice_Myo", "Dice Myo", 3), ("Dice_LV", "Dice LV", 3), ("cycle_PSNR", "cycle PSNR", 2))
+
+
 def format_pairs_table(rows: Sequence[dict[str, Any]]) -> str:
     """Plain-text table: one row per setting, mean ± std over cases."""
-    width = max(28, *(len(r["label"]) for r in rows))
-    columns = [("NCC", "reg NCC", 3), ("PSNR", "reg PSNR", 2), ("Dice", "Dice", 3),
-               ("Dice_RV", "Dice RV", 3), ("Dice_Myo", "Dice Myo", 3), ("Dice_LV", "Dice LV", 3),
-               ("cycle_PSNR", "cycle PSNR", 2)]
-    header = f"{'setting':<{width}} " + " ".join(f"{title:>15}" for _, title, _ in columns)
-    header += f" {'cases':>5} {'s/case':>8}"
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        cells = [f"{r[key]:.{digits}f} ± {r[key + '_std']:.{digits}f}"
-                 for key, _, digits in columns]
-        lines.append(f"{r['label']:<{width}} " + " ".join(f"{c:>15}" for c in cells)
-                     + f" {r['n_cases']:>5} {r['seconds_per_case']:>8.2f}")
-    return "\n".join(lines)
+    return format_table(rows, PAIR_COLUMNS, label_title="setting", count=("n_cases", "cases"))

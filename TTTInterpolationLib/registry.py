@@ -40,7 +40,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -49,7 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write
 from .errors import InputError
+from .hashing import sha256_file
 from .progress import NullProgress, Progress
 
 FORMAT = "tttinterp-models"
@@ -235,15 +236,6 @@ def _verify(path: Path, entry: ModelEntry, what: str) -> None:
                          "delete it and try again, or reinstall")
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in blocks (weights can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _cached_or_download(entry: ModelEntry, cache: Path, progress: Progress) -> Path:
     """The cached copy if its checksum is right, else a fresh download into the cache."""
     target = entry.cache_path(cache)
@@ -261,18 +253,16 @@ def _cached_or_download(entry: ModelEntry, cache: Path, progress: Progress) -> P
 def download(entry: ModelEntry, target: Path, progress: Progress | None = None) -> None:
     """Fetch ``entry.url`` to ``target`` atomically, checking its sha256 before the rename."""
     progress = progress or NullProgress()
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as out:
             digest = _fetch(entry, out, progress, target)
         if digest != entry.sha256:
             raise InputError(f"the download of model {entry.name!r} from {entry.url} does not "
                              f"match its sha256 (got {digest[:12]}..., expected "
                              f"{(entry.sha256 or '')[:12]}...): not used")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(target, write)
     progress.update("download", 1.0, f"model {entry.name} ready")
 
 

@@ -1,6 +1,6 @@
 """Training UVI-Net jointly with its self-supervised heads, on one process or many.
 
-The loss is UVI-Net's cycle loss (method.md section 5) plus ``aux_weight`` times the rotation
+The loss is UVI-Net's cycle loss (docs/method-notes.md §5) plus ``aux_weight`` times the rotation
 and MAE losses, as the TTT recipe asks. Optimiser: Adam (amsgrad), lr 2e-4, batch 1 per
 process, no schedule (the published settings); unlike the published training, pairs are
 augmented by default (:mod:`.augment`: crops, time reversal, intensity shifts) so the model
@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .augment import AugmentOptions
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import AUGMENT_CHOICES, ModelConfig
+from .config import AUGMENT_CHOICES, DEFAULT_GRID_SIZE, ModelConfig
 from .datasets import PairDataset, check_zoom, find_pairs, split_validation
 from .device import resolve_device
 from .distributed import DistContext, backend_for, process_group, rank_device, state_digest
@@ -60,7 +60,7 @@ class TrainOptions:
     data: str | os.PathLike
     out: str | os.PathLike
     epochs: int
-    size: tuple[int, int, int] = (128, 128, 32)
+    size: tuple[int, int, int] = DEFAULT_GRID_SIZE
     zoom: tuple[float, ...] = (1.0,)
     limit: int | None = None
     lr: float = 2e-4
@@ -377,13 +377,13 @@ def _save(run: _Run, info: dict[str, Any]) -> None:
     """Rank 0 writes optimiser state, then checkpoint (the one a resume trusts), then curve."""
     if not run.ctx.is_main:
         return
+    from .atomic import atomic_write
     from .curves import write_training_curve
-    from .volume_io import _atomic_write
 
     out = Path(run.options.out)
     state = {"format": OPTIMIZER_FORMAT, "epoch": info["epochs"],
              "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict()}
-    _atomic_write(optimizer_path(out), ".pt", lambda tmp: torch.save(state, tmp))
+    atomic_write(optimizer_path(out), lambda tmp: torch.save(state, tmp))
     save_checkpoint(out, run.model, info)
     write_training_curve(curve_path(out), run.history)
 

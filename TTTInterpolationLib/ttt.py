@@ -1,6 +1,6 @@
 """Test-time training: adapt on each test case's self-supervised loss, then predict.
 
-Three schemes over the test cases b1..bm (method.md section 9), implemented as the paper
+Three schemes over the test cases b1..bm (docs/method-notes.md §9), implemented as the paper
 describes them, not as its code does:
 - ``online``: every case starts from the pretrained weights AND a fresh optimiser, adapts for
   ``steps`` steps and is predicted at once; no case sees another.

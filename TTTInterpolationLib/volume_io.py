@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ import nrrd
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from .atomic import atomic_write
+from .errors import InputError, one_line
 from .volume import Geometry, Sequence4D
 
 __all__ = [
@@ -183,15 +183,16 @@ def write_volume(path: PathLike, volume: np.ndarray, geometry: Geometry) -> None
     path = Path(path)
     suffix = _require_suffix(path, _WRITE_3D_SUFFIXES, "3D output")
     writer = _WRITERS[suffix]
-    _atomic_write(path, suffix, lambda tmp: writer(tmp, volume, geometry, None))
+    _write_atomically(path, suffix, lambda tmp: writer(tmp, volume, geometry, None))
 
 
 def write_4d(path: PathLike, seq: Sequence4D) -> None:
     """Write a 4D series: Slicer's volume-sequence NRRD (.seq.nrrd/.nrrd) or 4D NIfTI."""
     path = Path(path)
     suffix = _require_suffix(path, _WRITE_4D_SUFFIXES, "4D output")
+    _require_finite_index(seq.index_values, f"the series for {path}")
     writer = _WRITERS[suffix]
-    _atomic_write(path, suffix, lambda tmp: writer(tmp, seq.frames, seq.geometry, seq))
+    _write_atomically(path, suffix, lambda tmp: writer(tmp, seq.frames, seq.geometry, seq))
 
 
 def check_output_path(path: PathLike, suffixes: Sequence[str] | None = None) -> None:
@@ -210,12 +211,6 @@ def check_output_path(path: PathLike, suffixes: Sequence[str] | None = None) -> 
         )
 
 
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write a text file (a table, JSON) atomically, like every other output."""
-    path = Path(path)
-    _atomic_write(path, path.suffix, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
 # --------------------------------------------------------------------------- reading
 
 
@@ -232,6 +227,8 @@ def _read_4d_file(path: Path) -> Sequence4D:
             f"{path} has only {num_frames} frame; interpolation needs a series of at least 2 frames"
         )
     _require_finite(loaded.data, path)
+    if loaded.index_values is not None:
+        _require_finite_index(loaded.index_values, str(path))
     extra = {"index_name": loaded.index_name, "index_unit": loaded.index_unit}
     return Sequence4D(
         frames=loaded.data,
@@ -280,7 +277,7 @@ def _reading(path: Path, kind: str) -> Iterator[None]:
         raise
     except Exception as exc:  # libraries raise anything on a corrupt file
         raise InputError(
-            f"cannot read {path}: {_describe(exc)}; check that it is a complete, valid {kind} file"
+            f"cannot read {path}: {one_line(exc)}; check that it is a complete, valid {kind} file"
         ) from exc
 
 
@@ -349,6 +346,7 @@ def _load_itk(path: Path) -> _Loaded:
 def _load_nrrd(path: Path) -> _Loaded:
     with _reading(path, "NRRD"):
         data, header = nrrd.read(str(path), index_order="F")
+    _check_nrrd_header(header, data.ndim, path)
     time_axis = _nrrd_time_axis(header, path)
     spatial_axes = [axis for axis in range(data.ndim) if axis != time_axis]
     if len(spatial_axes) != 3:
@@ -369,6 +367,35 @@ def _load_nrrd(path: Path) -> _Loaded:
         index_name=labels[time_axis] or None,
         index_unit=units[time_axis] or "",
     )
+
+
+#: Header fields with one entry per array axis (NRRD spec); "space directions" has one row per
+#: axis too (``none`` for a non-spatial one).
+_NRRD_PER_AXIS_FIELDS = ("sizes", "kinds", "labels", "units", "spacings", "space directions")
+
+
+def _check_nrrd_header(header: dict, ndim: int, path: Path) -> None:
+    """A header whose per-axis fields disagree with its dimension is corrupt, not a volume.
+
+    pynrrd parses each field on its own, so a hand-edited or damaged header can list four
+    sizes but one space direction; every later look-up by axis would then fail with an
+    IndexError instead of saying what is wrong with the file.
+    """
+    def corrupt(what: str) -> InputError:
+        return InputError(f"cannot read {path}: {what}; check that it is a complete, valid "
+                          "NRRD file")
+
+    if header.get("dimension") != ndim:
+        raise corrupt(f"its dimension ({header.get('dimension')}) does not match its data")
+    for key in _NRRD_PER_AXIS_FIELDS:
+        if key in header and len(header[key]) != ndim:
+            raise corrupt(f"'{key}' has {len(header[key])} entries for {ndim} axes")
+    directions = header.get("space directions")
+    if directions is not None and np.asarray(directions).shape != (ndim, 3):
+        raise corrupt(f"'space directions' are not {ndim} vectors of 3 components")
+    origin = header.get("space origin")
+    if origin is not None and np.asarray(origin).shape != (3,):
+        raise corrupt("'space origin' is not a vector of 3 components")
 
 
 def _nrrd_time_axis(header: dict, path: Path) -> int | None:
@@ -448,26 +475,10 @@ _LOADERS: dict[str, Callable[[Path], _Loaded]] = {
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic_write(path: Path, suffix: str, write: Callable[[Path], None]) -> None:
-    """Write via a temp file with the same suffix in the target's folder, then rename it over."""
-    folder = path.parent
-    if not folder.is_dir():
-        raise InputError(
-            f"output folder {folder} does not exist; create it first or choose another output path"
-        )
-    stem = path.name[: -len(suffix)]
-    tmp = folder / f".{stem}.{secrets.token_hex(4)}.tmp{suffix}"
-    try:
-        try:
-            write(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    except (OSError, RuntimeError) as exc:  # RuntimeError: SimpleITK's write failures
-        raise InputError(
-            f"cannot write {path}: {_describe(exc)}; choose a writable output path with free space"
-        ) from exc
+def _write_atomically(path: Path, suffix: str, write: Callable[[Path], None]) -> None:
+    """:func:`~.atomic.atomic_write` keeping the compound suffix (writers read it); SimpleITK
+    reports its write failures as RuntimeError."""
+    atomic_write(path, write, suffix=suffix, failures=(OSError, RuntimeError))
 
 
 def _storage_array(data: np.ndarray) -> np.ndarray:
@@ -609,16 +620,15 @@ def _require_finite(data: np.ndarray, path: Path) -> None:
         )
 
 
+def _require_finite_index(values: Sequence[float], source: str) -> None:
+    """Index values place frames in time: a NaN or infinite one places nothing."""
+    bad = [k for k, v in enumerate(values) if not np.isfinite(v)]
+    if bad:
+        raise InputError(
+            f"{source} has a non-finite index value ({values[bad[0]]}) at frame {bad[0]}; "
+            "give every frame a finite index value (time point)"
+        )
+
+
 def _as_float32(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
-
-
-def _describe(exc: BaseException) -> str:
-    """One line from a library message (SimpleITK puts the useful part last; an OSError's
-    reason without the temp file's name)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    return lines[-1].removeprefix("sitk::ERROR: ")

@@ -1,4 +1,4 @@
-"""Backward warping of volumes by displacement fields (method.md section 2).
+"""Backward warping of volumes by displacement fields (docs/method-notes.md §2).
 
 The one warp function of the engine. ``W(I, phi)(x) = I(x + phi(x))``: trilinear (nearest for
 label maps), zero padding, ``align_corners=True``. Flows are in voxel units, channel ``c``

@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 
-from TTTInterpolationLib.checkpoint import load_checkpoint, save_checkpoint, sha256_of
+from TTTInterpolationLib.checkpoint import load_checkpoint, save_checkpoint
 from TTTInterpolationLib.config import ModelConfig
 from TTTInterpolationLib.errors import InputError
+from TTTInterpolationLib.hashing import sha256_file
 from TTTInterpolationLib.heads import TTTModel
 
 
@@ -16,7 +17,7 @@ def test_round_trip_keeps_config_weights_and_info(tmp_path, suffix):
     model = TTTModel(ModelConfig(width=0.5, mae_mask_ratio=0.6))
     path = tmp_path / f"model{suffix}"
     save_checkpoint(path, model, {"trained": True, "epochs": 3})
-    loaded, info = load_checkpoint(path, sha256=sha256_of(path))
+    loaded, info = load_checkpoint(path, sha256=sha256_file(path))
     assert loaded.config == model.config
     assert info == {"trained": True, "epochs": 3}
     for key, value in model.state_dict().items():

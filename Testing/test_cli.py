@@ -6,6 +6,7 @@ Bad input must give exit code 2, exactly one line on stderr, no traceback and no
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -150,11 +151,17 @@ def test_evaluate_table_and_json(phantom, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "linear blending" in res.stdout and "UVI-Net + TTT rotation" in res.stdout
     data = json.loads(out.read_text())
+    # what was evaluated, then the rows, then each case's means per setting
+    assert set(data) == {"input", "split", "shift", "cases", "pairs", "table", "per_case"}
+    assert data["pairs"] == [[0, 4], [4, 8]]
+    assert [c["case"] for c in data["per_case"]["UVI-Net"]] == ["0->4", "4->8"]
+    assert [row["label"] for row in data["table"]] == [
+        "linear blending", "UVI-Net", "UVI-Net + TTT rotation (online)"]
+    row = data["table"][-1]
     for key in ("PSNR", "NCC", "SSIM", "NMSE", "PSNR_std", "SSIM_std", "n_frames",
-                "seconds_per_case", "ttt", "table"):
-        assert key in data
-    assert data["n_frames"] == 6 and data["ttt"]["task"] == "rotation"
-    assert [row["label"] for row in data["table"]][:2] == ["linear blending", "UVI-Net"]
+                "seconds_per_case", "ttt"):
+        assert key in row
+    assert row["n_frames"] == 6 and row["ttt"]["task"] == "rotation"
 
 
 def test_train_then_interpolate_with_the_checkpoint(tmp_path):
@@ -171,3 +178,29 @@ def test_train_then_interpolate_with_the_checkpoint(tmp_path):
                   "--progress", "none", "-o", tmp_path / "o.seq.nrrd")
     assert res.returncode == 0, res.stderr
     assert "untrained" not in res.stderr
+
+
+def test_evaluate_case_list_split_and_shift(phantom, tmp_path):
+    """--cases: one case per row of a CSV (relative paths), --split picks rows, --shift changes
+    the images (and so the scores) reproducibly."""
+    (tmp_path / "cases.csv").write_text(
+        "case,path,ed,es,split\n"
+        f"a,{Path(phantom).name},0,4,validation\n"
+        f"b,{Path(phantom).name},4,8,test\n")
+    shutil.copy(phantom, tmp_path / Path(phantom).name)
+    runs = {}
+    for name, extra in (("val", ["--split", "validation"]), ("all", []),
+                        ("shifted", ["--split", "validation", "--shift", "gamma=1.5,noise=0.03"]),
+                        ("again", ["--split", "validation", "--shift", "gamma=1.5,noise=0.03"])):
+        out = tmp_path / f"{name}.json"
+        res = run_cli("evaluate", "--cases", tmp_path / "cases.csv", *extra, "--method",
+                      "linear", "--progress", "none", "--json", out)
+        assert res.returncode == 0, res.stderr
+        runs[name] = json.loads(out.read_text())
+    assert runs["val"]["cases"] == ["a"] and runs["all"]["cases"] == ["a", "b"]
+    assert runs["val"]["pairs"] == [[0, 4]]
+    psnr = {k: v["table"][0]["PSNR_seq"] for k, v in runs.items()}
+    assert psnr["shifted"] != psnr["val"] and psnr["shifted"] == psnr["again"]
+    res = run_cli("evaluate", "--cases", tmp_path / "cases.csv", "--frames", "0", "4",
+                  "--method", "linear")
+    assert res.returncode == 2 and "not both" in res.stderr

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from TTTInterpolationLib import metrics
 
@@ -27,6 +26,14 @@ def test_nmse_is_mse_over_mean_square_times_100():
     assert metrics.nmse(gt + 0.1, gt) == pytest.approx(100 * 0.01 / 0.25)
 
 
+def test_nmse_of_an_all_zero_ground_truth_is_zero_or_infinite_not_a_crash():
+    """Was: ZeroDivisionError (mean(GT^2) = 0, e.g. a constant frame after min-max)."""
+    zero = np.zeros((6, 6, 6))
+    assert metrics.nmse(zero, zero) == 0.0
+    assert math.isinf(metrics.nmse(zero + 0.1, zero))
+    assert math.isinf(metrics.all_metrics(zero + 0.1, zero)["NMSE"])
+
+
 def test_ssim_of_identical_volumes_is_one_and_drops_with_noise():
     a = _rand()
     assert metrics.ssim(a, a) == pytest.approx(1.0, abs=1e-12)
@@ -34,10 +41,30 @@ def test_ssim_of_identical_volumes_is_one_and_drops_with_noise():
     assert metrics.ssim(noisy, a) < 0.9
 
 
+def _box_sums(x: np.ndarray, w: int) -> np.ndarray:
+    """Sum over the w^3 window centred on each voxel, zero padding, by a summed-area table.
+
+    Independent of the engine's separable convolutions (and needs no scipy, which no install
+    extra provides): pad, take cumulative sums on every axis, and read each box sum from the
+    table's eight corners by inclusion-exclusion.
+    """
+    r = w // 2
+    table = np.pad(x, r + 1).cumsum(0).cumsum(1).cumsum(2)
+    n0, n1, n2 = x.shape
+    hi = [slice(w, w + n) for n in (n0, n1, n2)]
+    lo = [slice(0, n) for n in (n0, n1, n2)]
+    total = np.zeros(x.shape)
+    for corner in range(8):
+        picks = [lo[a] if corner >> a & 1 else hi[a] for a in range(3)]
+        sign = (-1) ** bin(corner).count("1")
+        total += sign * table[tuple(picks)]
+    return total
+
+
 def _ncc_reference(a: np.ndarray, b: np.ndarray, w: int = 9) -> float:
-    """Independent formulation: full w^3 box sums by scipy, variance/covariance written out."""
+    """Independent formulation: full w^3 box sums, variance/covariance written out."""
     def box(x):  # sum over the window with zero padding
-        return ndimage.correlate(x, np.ones((w, w, w)), mode="constant", cval=0.0)
+        return _box_sums(x, w)
 
     n = w**3
     ma, mb = box(a) / n, box(b) / n
@@ -46,6 +73,14 @@ def _ncc_reference(a: np.ndarray, b: np.ndarray, w: int = 9) -> float:
     va = box(a * a) - n * ma * ma
     vb = box(b * b) - n * mb * mb
     return float(np.mean(cross**2 / (va * vb + 1e-5)))
+
+
+def test_box_sums_match_brute_force():
+    x = _rand((7, 6, 5), seed=9)
+    padded = np.pad(x, 1)
+    brute = np.array([[[padded[i:i + 3, j:j + 3, k:k + 3].sum() for k in range(5)]
+                       for j in range(6)] for i in range(7)])
+    assert np.allclose(_box_sums(x, 3), brute, rtol=0, atol=1e-12)
 
 
 def test_ncc_matches_independent_formulation():

@@ -18,6 +18,7 @@ import torch
 from TTTInterpolationLib.api import default_weights, load_model
 from TTTInterpolationLib.checkpoint import load_checkpoint, save_checkpoint
 from TTTInterpolationLib.errors import InputError
+from TTTInterpolationLib.hashing import sha256_file
 from TTTInterpolationLib.heads import TTTModel
 from TTTInterpolationLib.phantoms import make_phantom_sequence
 from TTTInterpolationLib.registry import (
@@ -28,7 +29,6 @@ from TTTInterpolationLib.registry import (
     default_model_name,
     load_registry,
     resolve_weights,
-    sha256_file,
 )
 from TTTInterpolationLib.volume_io import write_4d
 

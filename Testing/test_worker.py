@@ -16,7 +16,7 @@ import numpy as np
 import psutil
 import pytest
 
-from TTTInterpolationLib.config import SCHEMES, TASKS
+from TTTInterpolationLib.config import DEVICES, METHODS, SCHEMES, TASKS
 from TTTInterpolationLib.phantoms import make_phantom_sequence
 from TTTInterpolationLib.volume_io import read_4d, write_volume
 from TTTInterpolationSlicerLib.worker import (
@@ -106,8 +106,12 @@ def test_worker_command_line_follows_engine_contract(tmp_path: Path) -> None:
 
 
 def test_worker_choices_match_engine() -> None:
+    """The worker keeps its own copy (inside Slicer the engine may not be importable yet):
+    checked here equal, in order, to the engine's one list of each (config.py)."""
+    assert [m.value for m in Method] == list(METHODS)
     assert [t.value for t in TTTTask] == list(TASKS)
     assert [s.value for s in Scheme] == list(SCHEMES)
+    assert [d.value for d in Device] == list(DEVICES)
     for enum_type in (Method, TTTTask, Scheme, Device):
         assert all(member.label() for member in enum_type)
 

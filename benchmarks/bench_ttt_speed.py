@@ -19,7 +19,7 @@ from TTTInterpolationLib.config import TTTConfig
 from TTTInterpolationLib.heads import TTTModel
 from TTTInterpolationLib.ttt import Case, run_ttt
 
-TIMES = [k / 8 for k in range(1, 8)]  # 7 intermediate frames, as in method.md section 11
+TIMES = [k / 8 for k in range(1, 8)]  # 7 intermediate frames, as in docs/method-notes.md §11
 
 
 def _timed(fn, repeat: int) -> float:
