@@ -17,6 +17,7 @@ from .config import (
     AUGMENT_CHOICES,
     DEFAULT_GRID_SIZE,
     DEVICES,
+    HEAD_TRUNKS,
     METHODS,
     OPTIMIZERS,
     PHANTOM_KINDS,
@@ -259,7 +260,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                            device=args.device, resume=args.resume, width=args.width,
                            val_data=args.val_data, val_fraction=args.val_fraction,
                            val_every=args.val_every, precision=args.precision,
-                           augment=args.augment)
+                           augment=args.augment, heads=args.heads)
     info = train(options, progress_kind=args.progress)
     if DistContext.from_env().is_main and args.progress != "jsonl":
         last = info["history"][-1]
@@ -356,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--aux-weight", type=float, default=1.0,
                    help="lambda of L_main + lambda (L_rotation + L_mae) (default 1)")
+    p.add_argument("--heads", choices=HEAD_TRUNKS, default="flow",
+                   help="trunk of a new model's rotation/MAE heads: flow (the flow network's "
+                   "encoder, so TTT moves the motion; default) or features (the TTT4MII paper)")
     p.add_argument("--width", type=float, default=1.0,
                    help="channel width factor of a new model (default 1 = published)")
     p.add_argument("--resume", default=None,

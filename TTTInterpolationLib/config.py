@@ -21,7 +21,11 @@ METHODS = ("uvinet", "linear")
 TASKS = ("none", "rotation", "mae", "cycle")
 SCHEMES = ("online", "minibatch", "naive")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-ADAPT = ("auto", "features", "all")
+ADAPT = ("auto", "trunk", "features", "all")
+#: Where the self-supervised heads attach: ``flow`` = the flow network's encoder (the trunk
+#: then estimates the motion, so TTT moves the motion), ``features`` = the feature extractor
+#: that feeds only the refinement residual (the TTT4MII paper's Y-model).
+HEAD_TRUNKS = ("flow", "features")
 #: Rows of a case list (``evaluate --cases``): the ACDC 4D split names, or every row.
 SPLITS = ("all", "validation", "test")
 #: Training augmentation: ``default`` = crops, time reversal, intensity shifts (augment.py).
@@ -42,11 +46,15 @@ class ModelConfig:
 
     Defaults are the published sizes (about 0.51 M parameters for UVI-Net). ``width`` scales
     every channel count, for quick experiments; the published model has ``width=1``.
+    ``heads`` says which trunk the rotation and MAE heads read (:data:`HEAD_TRUNKS`); it
+    defaults to the paper's ``features`` so checkpoints saved before the choice existed load
+    as what they are (``tttinterp train`` makes ``flow`` models unless told otherwise).
     """
 
     width: float = 1.0
     mae_patch: tuple[int, int, int] = (8, 8, 4)
     mae_mask_ratio: float = 0.8
+    heads: str = "features"
 
     def __post_init__(self) -> None:
         if self.width <= 0:
@@ -54,6 +62,7 @@ class ModelConfig:
         if not 0.0 < self.mae_mask_ratio < 1.0:
             raise InputError(f"MAE mask ratio must be in (0, 1), got {self.mae_mask_ratio}")
         object.__setattr__(self, "mae_patch", tuple(int(p) for p in self.mae_patch))
+        _check_choice("head trunk", self.heads, HEAD_TRUNKS)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,12 +93,13 @@ _TASK_DEFAULTS: dict[str, dict[str, Any]] = {
 class TTTConfig:
     """One test-time-training run.
 
-    ``adapt`` chooses the trainable parameters: ``features`` = the shared feature extractor
-    (the paper's choice for the rotation and MAE heads), ``all`` = the whole UVI-Net (what
-    instance optimisation with the cycle loss needs to move the flow), ``auto`` = ``all`` for
-    ``cycle`` and ``features`` otherwise. ``lr``/``optimizer``/``weight_decay`` of ``None``
-    take the task's published default. ``steps`` counts optimiser steps per case (``online``,
-    ``minibatch``) or epochs over all cases (``naive``).
+    ``adapt`` chooses the trainable parameters: ``trunk`` = what the rotation and MAE heads
+    share with the interpolation (the flow encoder or the feature extractor, by the model's
+    ``heads``), ``features`` = the feature extractor (the paper's choice), ``all`` = the whole
+    UVI-Net (what instance optimisation with the cycle loss needs to move the flow), ``auto``
+    = ``all`` for ``cycle`` and ``trunk`` otherwise. ``lr``/``optimizer``/``weight_decay`` of
+    ``None`` take the task's published default. ``steps`` counts optimiser steps per case
+    (``online``, ``minibatch``) or epochs over all cases (``naive``).
     """
 
     task: str = "none"
@@ -128,7 +138,7 @@ class TTTConfig:
             weight_decay=(self.weight_decay if self.weight_decay is not None
                           else defaults["weight_decay"]),
             adapt=self.adapt if self.adapt != "auto" else ("all" if self.task == "cycle"
-                                                           else "features"),
+                                                           else "trunk"),
         )
 
     def to_dict(self) -> dict[str, Any]:

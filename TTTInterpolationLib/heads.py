@@ -1,8 +1,16 @@
-"""Self-supervised heads on UVI-Net's feature extractor, and the Y-shaped model holding them.
+"""Self-supervised heads on a trunk shared with UVI-Net, and the Y-shaped model holding them.
 
-Both heads read F2, the deepest level of the feature extractor that also feeds the refinement
-network (docs/method-notes.md §9), so minimising their losses at test time changes the
-interpolation. Differences from the published code, on purpose:
+Where the heads attach (``ModelConfig.heads``):
+- ``flow`` (what ``tttinterp train`` makes): the first two levels of the flow network's
+  encoder, which read the *pair* ``cat(I0, I1)``. Rotation: the pair is rotated as one and the
+  head names the angle. MAE: each frame is masked with its own random patches and both are
+  rebuilt, so the trunk learns to fill one frame's holes from the other frame: correspondence,
+  which is what the motion estimate needs. Test-time training on either task then changes the
+  flow itself.
+- ``features`` (the TTT4MII paper's Y-model, kept to reproduce it): F2 of the feature
+  extractor, one frame at a time. That extractor only feeds the refinement residual, so
+  adapting it barely moves the interpolation (measured: about 1e-5).
+Differences from the published code, on purpose (docs/method-notes.md §9):
 - the rotation head pools globally instead of flattening into a fixed-size Linear layer, so any
   volume size works;
 - the MAE head is a light convolutional decoder on F2 of the *shared* extractor (the published
@@ -38,14 +46,14 @@ class RotationHead(nn.Module):
 
 
 class MAEHead(nn.Module):
-    """Light decoder reconstructing the full-resolution volume from F2 (1/4 resolution)."""
+    """Light decoder reconstructing the full-resolution volume(s) from 1/4 resolution."""
 
-    def __init__(self, in_channels: int, width: float = 1.0) -> None:
+    def __init__(self, in_channels: int, width: float = 1.0, out_channels: int = 1) -> None:
         super().__init__()
         c1, c2 = scaled_channels(16, width), scaled_channels(8, width)
         self.block2 = nn.Sequential(nn.Conv3d(in_channels, c1, 3, padding=1), nn.LeakyReLU(0.2))
         self.block1 = nn.Sequential(nn.Conv3d(c1, c2, 3, padding=1), nn.LeakyReLU(0.2))
-        self.out = nn.Conv3d(c2, 1, 3, padding=1)
+        self.out = nn.Conv3d(c2, out_channels, 3, padding=1)
 
     def forward(self, f2: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(self.block2(f2), scale_factor=2, mode="trilinear", align_corners=False)
@@ -75,38 +83,66 @@ def random_patch_mask(shape: tuple[int, ...], patch: tuple[int, int, int], ratio
     return torch.cat(masks, dim=0)
 
 
+#: Encoder levels of the flow network that form the heads' trunk (1/4 resolution, like F2).
+FLOW_TRUNK_DEPTH = 2
+
+
 class TTTModel(nn.Module):
-    """UVI-Net plus the rotation and MAE heads on its feature extractor (the Y-shaped model)."""
+    """UVI-Net plus the rotation and MAE heads on a shared trunk (the Y-shaped model)."""
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.config = config or ModelConfig()
         self.uvinet = UVINet(self.config)
-        c2 = self.uvinet.features.channels[2]
-        self.rotation_head = RotationHead(c2, self.config.width)
-        self.mae_head = MAEHead(c2, self.config.width)
+        if self.config.heads == "flow":
+            channels, frames = scaled_channels(32, self.config.width), 2
+        else:
+            channels, frames = self.uvinet.features.channels[2], 1
+        self.rotation_head = RotationHead(channels, self.config.width)
+        self.mae_head = MAEHead(channels, self.config.width, out_channels=frames)
+
+    def trunk_parameters(self) -> list[nn.Parameter]:
+        """The parameters the heads share with the interpolation (what ``adapt=trunk`` trains)."""
+        if self.config.heads == "flow":
+            return list(self.uvinet.flow.encoder[:FLOW_TRUNK_DEPTH].parameters())
+        return list(self.uvinet.features.parameters())
+
+    def _trunk_input(self, frames: list[torch.Tensor]) -> torch.Tensor:
+        """``flow``: the pair as channels ``(B, 2, ...)``; ``features``: frames as a batch."""
+        return torch.cat(frames, dim=1 if self.config.heads == "flow" else 0)
+
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.heads == "flow":
+            return self.uvinet.flow.encode(x, FLOW_TRUNK_DEPTH)
+        return self.uvinet.features(x)[2]
 
     def rotation_loss(self, frames: list[torch.Tensor]) -> torch.Tensor:
-        """Cross-entropy of predicting each frame's four in-plane rotations.
+        """Cross-entropy of predicting the four in-plane rotations of the input.
 
-        Every rotation of every frame is used (no sampling), so the loss is deterministic;
-        rotations by 90/270 degrees swap the in-plane sizes, so they run as their own batch.
+        Every rotation is used (no sampling), so the loss is deterministic; rotations by
+        90/270 degrees swap the in-plane sizes, so they run as their own batch.
         """
+        x = self._trunk_input(frames)
         losses = []
         for k in range(4):
-            rotated = torch.cat([torch.rot90(f, k, dims=ROTATION_PLANE) for f in frames], dim=0)
-            logits = self.rotation_head(self.uvinet.features(rotated)[2])
-            target = torch.full((rotated.shape[0],), k, dtype=torch.long, device=logits.device)
+            logits = self.rotation_head(self._trunk(torch.rot90(x, k, dims=ROTATION_PLANE)))
+            target = torch.full((logits.shape[0],), k, dtype=torch.long, device=logits.device)
             losses.append(F.cross_entropy(logits, target))
         return torch.stack(losses).mean()
 
     def mae_loss(self, frames: list[torch.Tensor],
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """MSE of reconstructing randomly masked 3D patches, counted on masked voxels only."""
-        x = torch.cat(frames, dim=0)
-        mask = random_patch_mask(tuple(x.shape), self.config.mae_patch,
-                                 self.config.mae_mask_ratio, generator).to(x)
-        reconstruction = self.mae_head(self.uvinet.features(x * (1.0 - mask))[2])
+        """MSE of reconstructing randomly masked 3D patches, counted on masked voxels only.
+
+        Every frame gets its own mask (for ``flow`` heads, the other frame shows what is
+        hidden, moved).
+        """
+        x = self._trunk_input(frames)
+        b, c = x.shape[:2]
+        mask = random_patch_mask((b * c, 1, *x.shape[2:]), self.config.mae_patch,
+                                 self.config.mae_mask_ratio, generator)
+        mask = mask.view(b, c, *x.shape[2:]).to(x)
+        reconstruction = self.mae_head(self._trunk(x * (1.0 - mask)))
         return (((reconstruction - x) ** 2) * mask).sum() / mask.sum().clamp_min(1.0)
 
     def forward(self, i0: torch.Tensor, i1: torch.Tensor, aux_weight: float = 1.0,

@@ -66,6 +66,17 @@ class FlowNet(nn.Module):
         )
         self.head = _small_init(nn.Conv3d(full[2], 6, 3, padding=1))
 
+    def encode(self, pair: torch.Tensor, depth: int) -> torch.Tensor:
+        """The first ``depth`` encoder levels on ``cat(I0, I1)`` (``(B, 2, ...)``).
+
+        This is the trunk the self-supervised heads share with the motion estimate when a
+        model's heads sit on the flow network (``ModelConfig.heads == "flow"``).
+        """
+        x = pair
+        for layer in self.encoder[:depth]:
+            x = layer(x)
+        return x
+
     def forward(self, i0: torch.Tensor, i1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(phi01, phi10)``, each ``(B, 3, D1, D2, D3)``: phi01 samples I0 toward I1."""
         x = torch.cat([i0, i1], dim=1)

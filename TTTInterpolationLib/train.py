@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .augment import AugmentOptions
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import AUGMENT_CHOICES, DEFAULT_GRID_SIZE, ModelConfig
+from .config import AUGMENT_CHOICES, DEFAULT_GRID_SIZE, HEAD_TRUNKS, ModelConfig
 from .datasets import PairDataset, check_zoom, find_pairs, split_validation
 from .device import resolve_device
 from .distributed import DistContext, backend_for, process_group, rank_device, state_digest
@@ -69,6 +69,7 @@ class TrainOptions:
     device: str = "auto"
     resume: str | os.PathLike | None = None
     width: float = 1.0
+    heads: str = "flow"
     val_data: str | os.PathLike | None = None
     val_fraction: float = 0.0
     val_every: int = 1
@@ -94,6 +95,8 @@ class TrainOptions:
             raise InputError(f"--val-every must be >= 1, got {self.val_every}")
         if self.val_data is not None and self.val_fraction:
             raise InputError("give either --val-data or --val-fraction, not both")
+        if self.heads not in HEAD_TRUNKS:
+            raise InputError(f"--heads must be one of {', '.join(HEAD_TRUNKS)}")
         if self.augment not in AUGMENT_CHOICES:
             raise InputError(f"--augment must be one of {', '.join(AUGMENT_CHOICES)}")
         if self.precision not in PRECISIONS:
@@ -201,7 +204,7 @@ def _load_model(options: TrainOptions, device: torch.device) -> tuple[TTTModel, 
     if not options.resume:
         with torch.random.fork_rng(devices=[]):  # seed the weights, not the caller's stream
             torch.manual_seed(options.seed)
-            return TTTModel(ModelConfig(width=options.width)).to(device), {}
+            return TTTModel(ModelConfig(width=options.width, heads=options.heads)).to(device), {}
     model, previous = load_checkpoint(options.resume, device=device)
     done = len(previous.get("history", []))
     if done >= options.epochs:

@@ -41,15 +41,18 @@ class Case:
 
 
 def trainable_parameters(model: TTTModel, adapt: str) -> list[torch.nn.Parameter]:
-    """``features``: the shared feature extractor only; ``all``: the whole UVI-Net.
+    """``trunk``: what the heads share with the interpolation; ``features``: the feature
+    extractor; ``all``: the whole UVI-Net.
 
     The heads stay frozen at test time (as in TTT-MAE): they only define the loss.
     """
+    if adapt == "trunk":
+        return model.trunk_parameters()
     if adapt == "features":
         return list(model.uvinet.features.parameters())
     if adapt == "all":
         return list(model.uvinet.parameters())
-    raise ValueError(f"adapt must be 'features' or 'all', got {adapt!r}")
+    raise ValueError(f"adapt must be 'trunk', 'features' or 'all', got {adapt!r}")
 
 
 def make_optimizer(params: list[torch.nn.Parameter], config: TTTConfig) -> torch.optim.Optimizer:

@@ -5,9 +5,15 @@ import copy
 import pytest
 import torch
 
-from TTTInterpolationLib.config import TTTConfig
-from TTTInterpolationLib.heads import TTTModel
-from TTTInterpolationLib.ttt import Case, adapt_and_apply, run_ttt, trainable_parameters
+from TTTInterpolationLib.config import ModelConfig, TTTConfig
+from TTTInterpolationLib.heads import TTTModel, random_patch_mask
+from TTTInterpolationLib.ttt import (
+    Case,
+    _Adapter,
+    adapt_and_apply,
+    run_ttt,
+    trainable_parameters,
+)
 
 from .conftest import blob_pair
 
@@ -94,11 +100,52 @@ def test_trainable_parameter_sets(model):
     features = trainable_parameters(model, "features")
     assert sum(p.numel() for p in features) == 13556
     assert len(trainable_parameters(model, "all")) == len(list(model.uvinet.parameters()))
+    # the paper's heads read the feature extractor, so that is their trunk
+    assert trainable_parameters(model, "trunk") == features
+    flow = TTTModel(ModelConfig(heads="flow"))
+    # 2 -> 16 -> 32 channels, 3x3x3 convolutions with bias
+    assert sum(p.numel() for p in trainable_parameters(flow, "trunk")) == (
+        2 * 16 * 27 + 16 + 16 * 32 * 27 + 32)
+
+
+def test_flow_trunk_ttt_moves_the_motion_and_nothing_else():
+    """With heads on the flow encoder, rotation/MAE TTT changes the flow (what decides the
+    interpolation), and only the trunk's weights move."""
+    torch.manual_seed(0)
+    model = TTTModel(ModelConfig(heads="flow"))
+    case = _case(0)
+    plain = run_ttt(model, [case], TTTConfig())[0][0]
+    for task in ("rotation", "mae"):
+        adapter = _Adapter(model, _config(task, steps=3).resolved())
+        for _ in range(3):
+            adapter.step(case)
+        moved = {n for n, p in adapter.model.named_parameters()
+                 if not torch.equal(p, model.state_dict()[n])}
+        assert moved and all(n.startswith("uvinet.flow.encoder.0.")
+                             or n.startswith("uvinet.flow.encoder.1.") for n in moved), moved
+        with torch.no_grad():
+            before = model.uvinet.flow(case.i0, case.i1)[0]
+            after = adapter.model.uvinet.flow(case.i0, case.i1)[0]
+        assert not torch.equal(before, after)
+        adapted = run_ttt(model, [case], _config(task, steps=3))[0][0]
+        assert not torch.equal(adapted, plain)
+
+
+def test_flow_mae_masks_each_frame_on_its_own():
+    model = TTTModel(ModelConfig(heads="flow"))
+    case = _case(0)
+    generator = torch.Generator().manual_seed(0)
+    loss = model.mae_loss([case.i0, case.i1], generator)
+    assert torch.isfinite(loss)
+    masks = random_patch_mask((2, 1, *case.i0.shape[2:]), model.config.mae_patch,
+                              model.config.mae_mask_ratio, torch.Generator().manual_seed(0))
+    assert not torch.equal(masks[0], masks[1])  # what the loss drew for the two frames
 
 
 def test_auto_adapt_resolves_per_task():
     assert TTTConfig(task="cycle").resolved().adapt == "all"
-    assert TTTConfig(task="mae").resolved().adapt == "features"
+    assert TTTConfig(task="mae").resolved().adapt == "trunk"
+    assert TTTConfig(task="rotation").resolved().adapt == "trunk"
     resolved = TTTConfig(task="mae").resolved()
     assert (resolved.optimizer, resolved.lr, resolved.weight_decay) == ("adamw", 2e-4, 0.05)
     assert TTTConfig(task="rotation").resolved().lr == 1e-4
