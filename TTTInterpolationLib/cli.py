@@ -62,6 +62,10 @@ def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False,
     g.add_argument("--adapt", choices=ADAPT, default="auto",
                    help="parameters TTT updates: features (shared feature extractor, the "
                    "paper's choice), all (whole UVI-Net), auto = all for cycle, else features")
+    g.add_argument("--no-guard", action="store_true",
+                   help="keep every adapted prediction; by default a case that TTT made less "
+                   "self-consistent (the pair rebuilt from virtual frames) keeps the pretrained "
+                   "model's prediction")
     g.add_argument("--weights", default=None,
                    help="checkpoint file (.safetensors or .pt) or a registered model name "
                    "(TTTInterpolationLib/weights/Models.json), or 'untrained' for a random "
@@ -76,7 +80,7 @@ def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False,
 def _ttt_options(args: argparse.Namespace) -> dict[str, Any]:
     """The TTT fields the model options set (``None``: not given, the default applies)."""
     return {"steps": args.steps, "lr": args.lr, "optimizer": args.optimizer,
-            "adapt": args.adapt, "seed": args.seed}
+            "adapt": args.adapt, "seed": args.seed, "guard": False if args.no_guard else None}
 
 
 def _frame_pair(values: Sequence[int]) -> tuple[int, int]:

@@ -99,7 +99,9 @@ class TTTConfig:
     UVI-Net (what instance optimisation with the cycle loss needs to move the flow), ``auto``
     = ``all`` for ``cycle`` and ``trunk`` otherwise. ``lr``/``optimizer``/``weight_decay`` of
     ``None`` take the task's published default. ``steps`` counts optimiser steps per case
-    (``online``, ``minibatch``) or epochs over all cases (``naive``).
+    (``online``, ``minibatch``) or epochs over all cases (``naive``). ``guard`` keeps the
+    pretrained prediction for a case that adaptation made less self-consistent
+    (:func:`.ttt.adapt_and_apply`).
     """
 
     task: str = "none"
@@ -110,6 +112,7 @@ class TTTConfig:
     weight_decay: float | None = None
     adapt: str = "auto"
     seed: int = 0
+    guard: bool = True
 
     def __post_init__(self) -> None:
         _check_choice("TTT task", self.task, TASKS)

@@ -7,6 +7,8 @@ test-time-training task, and instance optimisation on one pair. Random times com
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .metrics import local_squared_correlation
@@ -84,3 +86,32 @@ def cycle_loss(model: UVINet, i0: torch.Tensor, i1: torch.Tensor,
     total = registration + reconstruction + residual
     return {"total": total, "registration": registration.detach(),
             "reconstruction": reconstruction.detach(), "residual": residual.detach()}
+
+
+#: Fixed times of :func:`cycle_reconstruction`: the middles of the training ranges of t1, t2, t3.
+CYCLE_TIMES = (-0.25, 0.5, 1.25)
+Flows = tuple[torch.Tensor, torch.Tensor]
+Interpolator = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+def cycle_reconstruction(i0: torch.Tensor, i1: torch.Tensor, flows: Flows,
+                         interpolate: Interpolator,
+                         times: tuple[float, float, float] = CYCLE_TIMES
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two real ends rebuilt from virtual frames at fixed ``times``: :func:`cycle_loss`'s
+    reconstruction without its randomness, so it can score a model on a pair repeatably.
+
+    ``V1 = W(I0, t1 phi01)``, ``V3 = W(I1, (1 - t3) phi10)``, ``V2`` = the interpolator's frame
+    at ``t2``; I0 is rebuilt between (V1, V2) and I1 between (V2, V3); both are clamped to the
+    range the real pair spans.
+    """
+    t1, t2, t3 = times
+    phi01, phi10 = flows
+    v1 = warp(i0, t1 * phi01)
+    v3 = warp(i1, (1.0 - t3) * phi10)
+    v2 = interpolate(i0, i1, t2)
+    i0_hat = interpolate(v1, v2, (0.0 - t1) / (t2 - t1))
+    i1_hat = interpolate(v2, v3, (1.0 - t2) / (t3 - t2))
+    low = float(torch.minimum(i0.min(), i1.min()))
+    high = float(torch.maximum(i0.max(), i1.max()))
+    return i0_hat.clamp(low, high), i1_hat.clamp(low, high)

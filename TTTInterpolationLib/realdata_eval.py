@@ -35,7 +35,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from .config import DEFAULT_GRID_SIZE
 from .datasets import PairSource, find_pairs
 from .errors import InputError
 from .heads import TTTModel
+from .losses import CYCLE_TIMES, Flows, Interpolator, cycle_reconstruction
 from .metrics import ncc, psnr
 from .model_grid import plan_mapping, to_model_grid
 from .preprocess import prepare_pair
@@ -61,12 +62,9 @@ from .warp import warp
 TEST_SPLIT = "091-100"
 DEFAULT_SIZE = DEFAULT_GRID_SIZE
 CLASSES = {1: "RV", 2: "Myo", 3: "LV"}
-CYCLE_TIMES = (-0.25, 0.5, 1.25)
 METRICS = ("NCC", "PSNR", "Dice", *(f"Dice_{n}" for n in CLASSES.values()), "cycle_PSNR")
 NO_MOTION = "identity"
 
-Flows = tuple[torch.Tensor, torch.Tensor]
-Interpolator = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
 # ------------------------------------------------------------------------------ data
@@ -214,31 +212,15 @@ def _numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def cycle_reconstruction(i0: torch.Tensor, i1: torch.Tensor, flows: Flows,
-                         interpolate: Interpolator,
-                         times: tuple[float, float, float] = CYCLE_TIMES
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two real ends rebuilt from virtual frames at fixed ``times`` (module docstring)."""
-    t1, t2, t3 = times
-    phi01, phi10 = flows
-    v1 = warp(i0, t1 * phi01)
-    v3 = warp(i1, (1.0 - t3) * phi10)
-    v2 = interpolate(i0, i1, t2)
-    i0_hat = interpolate(v1, v2, (0.0 - t1) / (t2 - t1))
-    i1_hat = interpolate(v2, v3, (1.0 - t2) / (t3 - t2))
-    low = float(torch.minimum(i0.min(), i1.min()))
-    high = float(torch.maximum(i0.max(), i1.max()))
-    return i0_hat.clamp(low, high), i1_hat.clamp(low, high)
-
-
 def linear_blend(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """The no-motion interpolator (also an extrapolator for t outside [0, 1])."""
     return (1.0 - t) * a + t * b
 
 
 def uvinet_interpolator(model: TTTModel) -> Interpolator:
-    """UVI-Net's frame at ``t`` between two volumes (flows computed for that pair)."""
-    return lambda a, b, t: model.uvinet.interpolate(a, b, [t])[0]
+    """UVI-Net's frame at ``t`` between two volumes (flows computed for that pair), unclamped
+    (:func:`.losses.cycle_reconstruction` clamps what it returns)."""
+    return lambda a, b, t: model.uvinet(a, b, t)
 
 
 @dataclass

@@ -21,6 +21,8 @@ import torch
 
 from .config import TTTConfig
 from .heads import TTTModel
+from .losses import cycle_reconstruction
+from .metrics import psnr
 from .progress import NullProgress, Progress
 
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -121,6 +123,20 @@ def run_ttt(
     return adapt_and_apply(model, cases, config, predict, progress, on_loss)
 
 
+def consistency(model: TTTModel, case: Case) -> float:
+    """PSNR of the case's two frames rebuilt from virtual frames at fixed times.
+
+    UVI-Net's own self-supervised signal (:func:`.losses.cycle_reconstruction`), needing no
+    intermediate frame: the guard of test-time training compares it before and after.
+    """
+    model.eval()
+    with torch.no_grad():
+        flows = model.uvinet.flow(case.i0, case.i1)
+        rebuilt = cycle_reconstruction(case.i0, case.i1, flows,
+                                       lambda a, b, t: model.uvinet(a, b, t))
+        return psnr(torch.cat(rebuilt).float(), torch.cat([case.i0, case.i1]).float())
+
+
 def adapt_and_apply(
     model: TTTModel,
     cases: Sequence[Case],
@@ -128,8 +144,15 @@ def adapt_and_apply(
     apply: Callable[[TTTModel, Case], T],
     progress: Progress | None = None,
     on_loss: Callable[[int, int, float], None] | None = None,
+    on_guard: Callable[[int, float, float], None] | None = None,
 ) -> list[T]:
     """Run ``config``'s scheme and call ``apply(adapted_model, case)`` where it would predict.
+
+    With ``config.guard`` (the default), a case whose adapted model rebuilds the pair worse
+    than the pretrained one (:func:`consistency`, the pretrained value being the bar) is
+    predicted by the pretrained model instead, so TTT cannot make a case worse by the only
+    measure available at test time; ``on_guard(case, before, after)`` sees every comparison.
+    The adapted weights still carry on to the next case (minibatch, naive).
 
     ``apply`` sees each case's model exactly as the scheme leaves it at prediction time (after
     that case's adaptation for online/minibatch, after all epochs for naive), in eval mode.
@@ -140,7 +163,15 @@ def adapt_and_apply(
     progress = progress or NullProgress()
     config = config.resolved()
 
-    def applied(adapted: TTTModel, case: Case) -> T:
+    def applied(adapted: TTTModel, case: Case, index: int | None = None) -> T:
+        if index is not None and config.guard:
+            before, after = consistency(model, case), consistency(adapted, case)
+            if on_guard is not None:
+                on_guard(index, before, after)
+            if after < before:
+                progress.update("ttt", done / total, f"case {index + 1}: TTT rebuilt the pair "
+                                f"worse ({after:.2f} < {before:.2f} dB): pretrained model kept")
+                adapted = model
         adapted.eval()
         return apply(adapted, case)
 
@@ -170,12 +201,12 @@ def adapt_and_apply(
         for epoch in range(config.steps):
             for index, case in enumerate(cases):
                 adapt_on(index, case, epoch)
-        results = [applied(adapter.model, case) for case in cases]
+        results = [applied(adapter.model, case, i) for i, case in enumerate(cases)]
     else:
         for index, case in enumerate(cases):
             if config.scheme == "online":
                 adapter.reset()
             for step in range(config.steps):
                 adapt_on(index, case, step)
-            results.append(applied(adapter.model, case))
+            results.append(applied(adapter.model, case, index))
     return results

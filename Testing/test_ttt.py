@@ -1,6 +1,7 @@
 """Test-time training: each scheme's semantics, every task changes the interpolation."""
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ from TTTInterpolationLib.ttt import (
     Case,
     _Adapter,
     adapt_and_apply,
+    consistency,
+    predict,
     run_ttt,
     trainable_parameters,
 )
@@ -37,8 +40,9 @@ def model() -> TTTModel:
 
 
 def _config(task: str, scheme: str = "online", steps: int = 2) -> TTTConfig:
-    # Learning rates large enough that two steps visibly move an untrained model.
-    return TTTConfig(task=task, scheme=scheme, steps=steps, lr=1e-2)
+    # Learning rates large enough that two steps visibly move an untrained model; no guard,
+    # which could keep the pretrained prediction (its own test is below).
+    return TTTConfig(task=task, scheme=scheme, steps=steps, lr=1e-2, guard=False)
 
 
 @pytest.mark.parametrize("task", ["rotation", "mae", "cycle"])
@@ -179,3 +183,28 @@ def test_adapt_and_apply_sees_each_scheme_s_model_at_prediction_time(model):
     plain = adapt_and_apply(model, cases, TTTConfig(), lambda m, c: m)
     assert plain[0] is model  # no adaptation: the caller's own model, unmodified
     assert _same(_features_snapshot(model, cases[0]), pretrained)
+
+
+def test_guard_keeps_the_pretrained_prediction_when_ttt_breaks_the_model(model):
+    """A learning rate of 1 wrecks the model in two cycle steps: with the guard the prediction
+    is the pretrained one, without it the wrecked one; every case is compared."""
+    cases = [_case(0), _case(1)]
+    plain = run_ttt(model, cases, TTTConfig())
+    wreck = TTTConfig(task="cycle", steps=2, lr=1.0)
+    seen: list[tuple[int, float, float]] = []
+    guarded = adapt_and_apply(model, cases, wreck, predict, on_guard=lambda *a: seen.append(a))
+    assert [s[0] for s in seen] == [0, 1] and all(after < before for _, before, after in seen)
+    assert all(torch.equal(g[0], p[0]) for g, p in zip(guarded, plain, strict=True))
+    unguarded = run_ttt(model, cases, replace(wreck, guard=False))
+    assert not torch.equal(unguarded[0][0], plain[0][0])
+
+
+def test_consistency_is_repeatable_and_prefers_the_true_motion():
+    """The guard's score: same value twice; a model that finds no motion rebuilds a moving
+    pair worse than the pair's own ends rebuilt without motion would suggest is impossible to
+    beat, so compare instead a still pair (perfect) with a moving one."""
+    torch.manual_seed(0)
+    model = TTTModel()
+    moving, still = _case(0), _case(0, shift=0.0)
+    assert consistency(model, moving) == consistency(model, moving)
+    assert consistency(model, still) > consistency(model, moving)
