@@ -28,6 +28,8 @@ PARAMETER_CLASS = "TTTInterpolationParameterNode"
 CLASS_BY_SUFFIX = [
     ("CollapsibleButton", {"ctkCollapsibleButton"}),
     ("ProgressBar", {"QProgressBar"}),
+    ("TableWidget", {"QTableWidget"}),
+    ("TextEdit", {"QPlainTextEdit"}),
     ("Selector", {"qMRMLNodeComboBox"}),
     ("ComboBox", {"QComboBox"}),
     ("CheckBox", {"QCheckBox"}),
@@ -107,7 +109,7 @@ def test_slicer_ui_top_widget_is_a_mrml_widget() -> None:
     declared = {c.findtext("class") for c in root.iter("customwidget")}
     custom = {w.get("class") for w in root.iter("widget")} - {
         "QWidget", "QLabel", "QPushButton", "QComboBox", "QSpinBox", "QDoubleSpinBox",
-        "QCheckBox", "QProgressBar", "QLineEdit"}
+        "QCheckBox", "QProgressBar", "QLineEdit", "QTableWidget", "QPlainTextEdit"}
     assert custom <= declared, f"undeclared custom widgets: {custom - declared}"
 
 
@@ -156,3 +158,48 @@ def test_slicer_ui_mrml_widgets_receive_the_scene() -> None:
     mrml = {name for name, w in ui_widgets().items() if w.get("class").startswith("qMRML")
             and name != "TTTInterpolation"}
     assert mrml and mrml <= connected, f"no scene for {mrml - connected}"
+
+
+def method(class_name: str, name: str) -> ast.FunctionDef:
+    classes = [n for n in module_tree().body
+               if isinstance(n, ast.ClassDef) and n.name == class_name]
+    assert classes, f"{class_name} not found"
+    methods = [n for n in classes[0].body if isinstance(n, ast.FunctionDef) and n.name == name]
+    assert methods, f"{class_name}.{name} not found"
+    return methods[0]
+
+
+def calls_in_order(function: ast.FunctionDef) -> list[str]:
+    """Dotted names of the calls in ``function``, in source order."""
+    calls = [node for node in ast.walk(function) if isinstance(node, ast.Call)]
+    return [ast.unparse(c.func) for c in sorted(calls, key=lambda c: (c.lineno, c.col_offset))]
+
+
+def test_slicer_module_checks_the_version_before_anything_else() -> None:
+    """On an old Slicer the module says why at load, before the engine or sample data."""
+    calls = calls_in_order(method("TTTInterpolation", "__init__"))
+    first = calls.index("loadProblem")
+    assert first < calls.index("worker.add_engine_to_path")
+    assert first < calls.index("slicer.app.connect")
+    check = next(n for n in module_tree().body if isinstance(n, ast.FunctionDef)
+                 and n.name == "loadProblem")
+    source = ast.unparse(check)
+    assert "slicer.app.majorVersion" in source and "slicer.app.minorVersion" in source
+    assert "dependencies.version_problem" in source
+    setup = calls_in_order(method("TTTInterpolationWidget", "setup"))
+    assert setup.index("loadProblem") < setup.index("slicer.util.loadUI")
+
+
+def test_slicer_widget_finds_devices_in_a_child_process_and_again_after_install() -> None:
+    assert "self.startDeviceProbe" in calls_in_order(method("TTTInterpolationWidget", "setup"))
+    assert "dependencies.DeviceProbe" in calls_in_order(
+        method("TTTInterpolationWidget", "startDeviceProbe"))
+    apply = calls_in_order(method("TTTInterpolationWidget", "onApplyButton"))
+    assert apply.index("dependencies.ensure_all") < apply.index("self.startDeviceProbe")
+
+
+def test_slicer_widget_shows_time_and_engine_log() -> None:
+    state = ast.unparse(method("TTTInterpolationWidget", "showRunState"))
+    assert "logic.describe_timing(run.elapsed, run.remaining)" in state
+    assert "self.ui.engineLogTextEdit.setPlainText(log)" in state
+    assert "self.showRunState" in calls_in_order(method("TTTInterpolationWidget", "onProgress"))

@@ -18,9 +18,9 @@ import slicer
 from TTTInterpolationLib.phantoms import end_frames, make_phantom_sequence
 from TTTInterpolationLib.volume_io import ras_affine_from_geometry
 from TTTInterpolationSlicerLib import logic, sequences
-from TTTInterpolationSlicerLib.worker import EngineInputError, JobState
+from TTTInterpolationSlicerLib.worker import EngineInputError, JobState, TTTTask
 
-from .test_slicer_sequences import oblique_matrix
+from .test_slicer_sequences import oblique_matrix, slice_views
 
 TIMEOUT = 60.0
 
@@ -87,6 +87,9 @@ def test_logic_linear_between_two_frames_end_to_end(
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert run.state is JobState.SUCCEEDED
     assert not run.workFolder.exists() and not any(temp_parent.iterdir())
+    assert run.elapsed > 0 and run.remaining == 0.0
+    assert run.log.startswith("$ ") and " interpolate " in run.log.splitlines()[0]
+    assert "[done 100%]" in run.log and run.log.endswith("(exit code 0)")
 
 
 def test_logic_upsamples_the_whole_sequence(
@@ -240,17 +243,154 @@ def test_logic_phantom_sample_data(scene: slicer.vtkMRMLScene,
 
 
 @pytest.mark.slow
-def test_logic_phantom_interpolation_beats_linear_blending(
+def test_logic_phantom_evaluation_ttt_beats_linear_blending(
         scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
         temp_parent: Path) -> None:
     """The module self-test's check, headless: UVI-Net + cycle TTT against linear blending."""
     frames = 10
     source = logic.add_phantom_sequence(scene, sequences_logic, frames=frames)
     item_a, item_b = end_frames("cardiac", frames)
-    result = logic.run_to_end(logic.create_run(
-        scene, sequences_logic, source, item_a, item_b, item_b - item_a - 1, ttt="cycle",
-        steps=30, device="cpu", tempParent=temp_parent), interval=0.2)
+    result = logic.run_to_end(logic.create_evaluation(
+        scene, sequences_logic, source, item_a, item_b, ttt="cycle", steps=30, device="cpu",
+        tempParent=temp_parent), interval=0.2)
 
-    scores = logic.score_against_truth(result.outputSequence, source, item_a, item_b)
-    assert [s.indexValue for s in scores] == list(range(item_a + 1, item_b))
-    assert np.mean([s.psnr for s in scores]) > np.mean([s.linearPsnr for s in scores])
+    linear, cycle = result.settings[0], result.settings[-1]
+    assert (linear.label, cycle.setting.ttt) == ("linear blending", TTTTask.CYCLE)
+    assert cycle.scores["PSNR"] > linear.scores["PSNR"]
+
+
+def test_logic_evaluation_end_to_end(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path) -> None:
+    """Hide, predict, score, show: the real engine (evaluate + interpolate) on a phantom.
+
+    Uneven index values check that the hidden frames' times travel to the engine: linear
+    blending at those times is computable by hand.
+    """
+    views = slice_views(scene)
+    phantom = make_phantom_sequence("cardiac", 5, (32, 32, 16))
+    values = [0, 10, 30, 60, 100]
+    source = cine(scene, phantom.frames, values, ras_affine_from_geometry(phantom.geometry))
+    before = node_ids(scene)
+    reports: list[tuple[float, str]] = []
+
+    run = logic.create_evaluation(scene, sequences_logic, source, 0, 3, ttt="rotation",
+                                  steps=1, device="cpu", tempParent=temp_parent,
+                                  onProgress=lambda f, text: reports.append((f, text)))
+    result = logic.run_to_end(run, interval=0.05)
+
+    truth = result.truthSequence
+    assert truth.GetName() == "cine truth"
+    assert [truth.GetNthIndexValue(i) for i in range(2)] == ["10", "30"]
+    for item in range(2):
+        np.testing.assert_array_equal(sequences.array_ijk(truth.GetNthDataNode(item)),
+                                      phantom.frames[item + 1])
+    labels = [s.label for s in result.settings]
+    assert labels == ["linear blending", "UVI-Net", "UVI-Net + TTT rotation prediction"]
+    a, b = (phantom.frames[i].astype(np.float64) for i in (0, 3))
+    linear = result.settings[0].predictionSequence
+    for item, t in enumerate((1 / 6, 1 / 2)):
+        np.testing.assert_allclose(sequences.array_ijk(linear.GetNthDataNode(item)),
+                                   (1 - t) * a + t * b, atol=1e-3)  # float32 on the way
+    for evaluated in result.settings:
+        scores = evaluated.scores
+        assert scores["n_frames"] == 2 and np.isfinite(scores["PSNR"]) and scores["SSIM"] <= 1
+        for item in range(2):
+            predicted = sequences.array_ijk(evaluated.predictionSequence.GetNthDataNode(item))
+            error = sequences.array_ijk(evaluated.errorSequence.GetNthDataNode(item))
+            np.testing.assert_allclose(error, np.abs(predicted - phantom.frames[item + 1]),
+                                       atol=1e-4)
+            assert sequences.same_grid(evaluated.errorSequence.GetNthDataNode(item),
+                                       source.GetNthDataNode(0))
+    assert result.settings[1].scores["seconds_per_case"] > 0
+
+    # One browser plays truth, every prediction and every error together.
+    browser = result.browser
+    assert browser.GetMasterSequenceNode() is truth
+    for evaluated in result.settings:
+        for sequence in (evaluated.predictionSequence, evaluated.errorSequence):
+            assert browser.IsSynchronizedSequenceNode(sequence.GetID())
+    browser.SetSelectedItemNumber(1)
+    best = result.best()
+    np.testing.assert_array_equal(
+        sequences.array_ijk(browser.GetProxyNode(best.predictionSequence)),
+        sequences.array_ijk(best.predictionSequence.GetNthDataNode(1)))
+    shown = [composite.GetBackgroundVolumeID() for _, composite in views.values()]
+    assert shown == [browser.GetProxyNode(sequence).GetID() for sequence in
+                     (truth, best.predictionSequence, best.errorSequence)]
+    result.show(result.settings[0])
+    assert views["Yellow"][1].GetBackgroundVolumeID() == browser.GetProxyNode(linear).GetID()
+
+    table = result.table()
+    assert [row[0] for row in table] == labels
+    assert all(len(row) == len(logic.EVALUATION_COLUMNS) for row in table)
+    assert table[0][1] == (f"{result.settings[0].scores['PSNR']:.3f} \u00b1 "
+                           f"{result.settings[0].scores['PSNR_std']:.3f}")
+    added = {scene.GetNodeByID(i).GetName() for i in node_ids(scene) - before
+             if scene.GetNodeByID(i).IsA(sequences.SEQUENCE_CLASS)}
+    assert added == {"cine truth", *(f"cine {label}" for label in labels),
+                     *(f"cine {label} error" for label in labels)}
+
+    fractions = [f for f, _ in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any(text.startswith("scoring: ") for _, text in reports)
+    assert any(text.startswith("frames of UVI-Net + TTT rotation") for _, text in reports)
+    commands = [line for line in run.log.splitlines() if line.startswith("$ ")]
+    assert [c.split()[4] for c in commands] == ["evaluate", "interpolate", "interpolate",
+                                                "interpolate"]
+    assert not any(temp_parent.iterdir())
+
+
+def test_logic_evaluation_engine_failure_changes_nothing(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path) -> None:
+    frames = same_range_frames(4).astype(np.float32)
+    frames[1, 3, 3, 3] = np.nan  # a hidden frame the engine refuses to score against
+    source = cine(scene, frames, [0, 1, 2, 3])
+    before = node_ids(scene)
+
+    run = logic.create_evaluation(scene, sequences_logic, source, 0, 3, device="cpu",
+                                  tempParent=temp_parent)
+    with pytest.raises(EngineInputError, match="NaN"):
+        logic.run_to_end(run, interval=0.02)
+
+    assert run.state is JobState.FAILED and "evaluate" in run.log
+    assert node_ids(scene) == before and not any(temp_parent.iterdir())
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"frameA": 1, "frameB": 2}, "at least two items after"),
+    ({"frameA": 0, "frameB": 7}, "frames must be between 0 and 3"),
+    ({"frameA": 0, "frameB": 3, "ttt": "jigsaw"}, "jigsaw"),
+    ({"frameA": 0, "frameB": 3, "steps": -2}, "steps"),
+])
+def test_logic_evaluation_rejects_bad_requests(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path, arguments: dict, message: str) -> None:
+    source = cine(scene, same_range_frames(4, (4, 4, 4)), [0, 10, 20, 30])
+    before = node_ids(scene)
+    with pytest.raises(ValueError, match=message):
+        logic.create_evaluation(scene, sequences_logic, source, tempParent=temp_parent,
+                                **arguments)
+    assert node_ids(scene) == before and not any(temp_parent.iterdir())
+
+
+def test_logic_evaluation_settings() -> None:
+    settings = logic.evaluation_settings([TTTTask.CYCLE, TTTTask.NONE, TTTTask.CYCLE,
+                                          TTTTask.MAE])
+    assert [(s.method.value, s.ttt.value) for s in settings] == [
+        ("linear", "none"), ("uvinet", "none"), ("uvinet", "cycle"), ("uvinet", "mae")]
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0.4, "0 s"), (44.6, "45 s"), (185, "3 min 05 s"), (3725, "1 h 02 min")])
+def test_logic_format_duration(seconds: float, text: str) -> None:
+    assert logic.format_duration(seconds) == text
+
+
+def test_logic_remaining_time() -> None:
+    assert logic.remaining_seconds(30.0, 0.25) == pytest.approx(90.0)
+    assert logic.remaining_seconds(30.0, 0.0) is None  # nothing done: no guess
+    assert logic.remaining_seconds(30.0, 1.0) == 0.0
+    assert logic.describe_timing(30.0, 90.0) == "30 s elapsed, about 1 min 30 s left"
+    assert logic.describe_timing(3.0, None) == "3 s elapsed, estimating"

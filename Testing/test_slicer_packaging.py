@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from TTTInterpolationSlicerLib import dependencies
+
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_DIR = ROOT / "TTTInterpolation"
 # Properties of Slicer's catalog entry schema v1.0.2 ("additionalProperties": false).
@@ -114,12 +116,79 @@ def test_slicer_icons_are_128_pixel_pngs(path: str) -> None:
     assert struct.unpack(">II", data[16:24]) == (128, 128)
 
 
-def test_slicer_icon_and_screenshot_urls_point_into_the_repository() -> None:
+RAW_URL = "https://raw.githubusercontent.com/TTTInterpolation/SlicerTTTInterpolation/main/"
+
+
+def test_slicer_icon_and_screenshot_urls_point_to_files_in_the_repository() -> None:
+    """The Extensions Manager downloads these: each must name a PNG that exists here."""
     metadata = extension_metadata()
-    assert metadata["EXTENSION_ICONURL"].endswith("/main/Resources/TTTInterpolation.png")
-    for url in metadata["EXTENSION_SCREENSHOTURLS"].split():
+    urls = [metadata["EXTENSION_ICONURL"], *metadata["EXTENSION_SCREENSHOTURLS"].split()]
+    assert len(urls) >= 2
+    for url in urls:
+        assert url.startswith(RAW_URL), url
+        path = ROOT / url.removeprefix(RAW_URL)
+        assert path.is_file(), f"{url} points to a file that does not exist"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for url in urls[1:]:
         assert "/main/Resources/Screenshots/" in url
-    assert (ROOT / "Resources" / "Screenshots").is_dir()
+
+
+def test_slicer_minimum_version_is_stated_consistently() -> None:
+    """One floor everywhere: CMake stops older builds, the module checks it at load."""
+    floor = "{}.{}".format(*dependencies.MINIMUM_SLICER_VERSION)
+    sets = cmake_sets(ROOT / "CMakeLists.txt")
+    assert sets["TTTInterpolation_MINIMUM_SLICER_VERSION"] == [floor]
+    text = (ROOT / "CMakeLists.txt").read_text()
+    assert re.search(r'if\("\$\{Slicer_VERSION_MAJOR\}\.\$\{Slicer_VERSION_MINOR\}" VERSION_LESS '
+                     r'"\$\{TTTInterpolation_MINIMUM_SLICER_VERSION\}"\)\s*\n\s*message\(FATAL_ERROR',
+                     text)
+    assert text.index("include(${Slicer_USE_FILE})") < text.index("VERSION_LESS")
+    sentence = f"Requires 3D Slicer {floor} or newer."
+    assert extension_metadata()["EXTENSION_DESCRIPTION"].endswith(sentence)
+    assert s4ext()["description"].endswith(sentence)
+    for guide in ("docs/slicer-module.md", "README.md"):  # line breaks do not matter there
+        assert f"Slicer {floor} or newer" in " ".join((ROOT / guide).read_text().split())
+    assert dependencies.MINIMUM_PYTHON_VERSION == (3, 10)  # Slicer 5.10 ships Python 3.12
+
+
+def module_calls(name: str) -> list[ast.Call]:
+    tree = ast.parse((MODULE_DIR / "TTTInterpolation.py").read_text())
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and ast.unparse(node.func).split(".")[-1] == name]
+
+
+def test_slicer_sample_data_source_is_registered_with_lists() -> None:
+    """SampleDataSource runs len(uris) and len(fileNames): None there fails at every start."""
+    calls = module_calls("registerCustomSampleDataSource")
+    assert len(calls) == 1
+    keywords = {k.arg: k.value for k in calls[0].keywords}
+    lengths = []
+    for name in ("uris", "fileNames"):
+        assert name in keywords, f"registerCustomSampleDataSource without {name}"
+        value = ast.literal_eval(keywords[name])
+        assert isinstance(value, (list, tuple)), f"{name} must be a list"
+        lengths.append(len(value))
+    assert len(set(lengths)) == 1
+    downloader = keywords["customDownloader"]
+    assert isinstance(downloader, ast.Name)  # a named module function SampleData can call
+    tree = ast.parse((MODULE_DIR / "TTTInterpolation.py").read_text())
+    assert downloader.id in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+
+def might_be_none(value: ast.expr) -> bool:
+    """Whether an expression can evaluate to None by construction (``x or None`` and alike)."""
+    return any(isinstance(node, ast.Constant) and node.value is None for node in ast.walk(value))
+
+
+def test_slicer_message_boxes_never_get_none_details() -> None:
+    """ctkMessageBox's detailedText takes text; None (``log or None``) is not text."""
+    calls = [c for name in ("errorDisplay", "warningDisplay", "infoDisplay", "messageBox")
+             for c in module_calls(name)]
+    assert calls
+    for call in calls:
+        for keyword in call.keywords:
+            if keyword.arg == "detailedText":
+                assert not might_be_none(keyword.value), ast.unparse(call)
 
 
 def test_slicer_module_description_satisfies_generic_tests() -> None:

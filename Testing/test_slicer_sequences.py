@@ -7,6 +7,7 @@ Slicer reads), which is exactly what the module relies on.
 
 from __future__ import annotations
 
+import ast
 import math
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import slicer
 from TTTInterpolationLib.volume import Sequence4D
 from TTTInterpolationLib.volume_io import (
     geometry_from_ras_affine,
+    ras_affine_from_geometry,
+    read_4d,
     read_volume,
     write_4d,
 )
@@ -191,7 +194,7 @@ def test_sequence_browser_proxy_and_slice_views(
     np.testing.assert_allclose(seq.ijk_to_ras(proxy), oblique_matrix(), atol=1e-12)
     assert composite.GetBackgroundVolumeID() == proxy.GetID()
     assert seq.browser_for(scene, sequences_logic, node) is browser  # reused, not duplicated
-    assert scene.GetNodesByClass(seq.BROWSER_CLASS).GetNumberOfItems() == 1
+    assert len(seq.nodes_of_class(scene, seq.BROWSER_CLASS)) == 1
 
     browser.SetSelectedItemNumber(2)
     assert seq.current_item(sequences_logic, node) == 2
@@ -226,3 +229,71 @@ def test_sequence_describe(scene: slicer.vtkMRMLScene) -> None:
     assert seq.describe(node) == "3 frames, time from 0 to 80 ms."
     assert seq.describe(node, (0, 2)).endswith("A at 0 ms, B at 80 ms.")
     assert "A at" not in seq.describe(node, (0, 5))
+
+
+def test_sequence_items_written_as_one_file_keep_their_index_values(
+        scene: slicer.vtkMRMLScene, tmp_path: Path) -> None:
+    """What the evaluation hands the engine: a subset of items, unevenly spaced in time."""
+    frames, matrix = coded_frames(5), oblique_matrix()
+    node = seq.sequence_from_arrays(scene, frames, matrix, [0, 10, 30, 60, 100], "cine",
+                                    "time", "ms")
+    before = scene.GetNumberOfNodes()
+    path = tmp_path / "items.seq.nrrd"
+
+    seq.write_sequence_file(node, [1, 2, 3], path)
+
+    engine = read_4d(path)
+    assert engine.index_values == [10.0, 30.0, 60.0]
+    np.testing.assert_array_equal(engine.frames, frames[1:4])
+    assert engine.geometry.allclose(geometry_from_ras_affine(matrix), atol=1e-6)
+    assert [v for v, _ in seq.read_sequence_file(path)] == [10.0, 30.0, 60.0]
+    assert scene.GetNumberOfNodes() == before  # the copy lived in a scratch scene
+
+
+def test_sequence_ras_from_lps_matches_the_engine() -> None:
+    geometry = geometry_from_ras_affine(oblique_matrix())
+    np.testing.assert_allclose(seq.ras_from_lps(geometry.ijk_to_lps()),
+                               ras_affine_from_geometry(geometry), atol=1e-12)
+    np.testing.assert_allclose(seq.ras_from_lps(geometry.ijk_to_lps()), oblique_matrix(),
+                               atol=1e-12)
+
+
+def slice_views(scene: slicer.vtkMRMLScene) -> dict[str, tuple]:
+    """Red, Yellow and Green views as Slicer's layout creates them (presets, default axes)."""
+    views = {}
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)  # new slice nodes get them
+    for name, orientation in zip(seq.SIDE_BY_SIDE_VIEWS, ("Axial", "Sagittal", "Coronal"),
+                                 strict=True):
+        node = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+        node.SetLayoutName(name)
+        node.SetOrientation(orientation)
+        composite = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+        composite.SetLayoutName(name)
+        views[name] = (node, composite)
+    return views
+
+
+def test_sequence_side_by_side_views(scene: slicer.vtkMRMLScene) -> None:
+    views = slice_views(scene)
+    volumes = [scene.AddNewNodeByClass(seq.VOLUME_CLASS, name) for name in ("t", "p", "e")]
+
+    seq.show_side_by_side(scene, volumes)
+
+    for (node, composite), volume in zip(views.values(), volumes, strict=True):
+        assert composite.GetBackgroundVolumeID() == volume.GetID()
+        assert node.GetOrientationString() == "Axial"  # all three show the same slice
+
+
+def test_sequence_code_never_leaks_node_collections() -> None:
+    """``GetNodesByClass`` hands Python a collection it does not own: each call leaks one."""
+    module_dir = Path(__file__).resolve().parents[1] / "TTTInterpolation"
+    calls = [(path.name, node.lineno) for path in module_dir.rglob("*.py")
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Attribute) and node.attr == "GetNodesByClass"]
+    assert not calls
+
+
+def test_sequence_nodes_of_class(scene: slicer.vtkMRMLScene) -> None:
+    added = [scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for _ in range(3)]
+    scene.AddNewNodeByClass(seq.VOLUME_CLASS)
+    assert seq.nodes_of_class(scene, "vtkMRMLSliceCompositeNode") == added

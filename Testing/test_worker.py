@@ -6,9 +6,11 @@ against ``python -m TTTInterpolationLib`` in a child process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -31,6 +33,8 @@ from TTTInterpolationSlicerLib.worker import (
     Scheme,
     TTTTask,
     engine_environment,
+    evaluate_arguments,
+    find_python,
     interpolate_arguments,
 )
 
@@ -150,6 +154,7 @@ def test_worker_runs_engine_and_reports_progress(tmp_path: Path) -> None:
     assert job.state is JobState.SUCCEEDED, job.stderr
     assert job.returncode == 0
     assert events and events[-1].is_done
+    assert job.transcript.splitlines()[-1].startswith("[done 100%] wrote 3 frames")
     assert all(0.0 <= e.fraction <= 1.0 for e in events)
     written = read_4d(output)
     assert written.index_values == pytest.approx([0.25, 0.5, 0.75])
@@ -208,3 +213,82 @@ def test_worker_cancel_kills_the_whole_process_tree(tmp_path: Path) -> None:
     assert job.state is JobState.CANCELLED
     assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not output.exists()
+
+
+def test_worker_evaluate_command_line_follows_engine_contract(tmp_path: Path) -> None:
+    options = EngineOptions(method=Method.LINEAR, ttt=TTTTask.MAE, steps=4, device=Device.CPU,
+                            seed=5, learning_rate=1e-4)
+    args = evaluate_arguments(tmp_path / "frames.seq.nrrd", (0, 3),
+                              [TTTTask.ROTATION, TTTTask.CYCLE, TTTTask.ROTATION],
+                              tmp_path / "scores.json", options)
+    from TTTInterpolationLib.cli import build_parser
+
+    parsed = build_parser().parse_args(args)
+    assert parsed.func.__name__ == "cmd_evaluate"
+    # Every method is compared: method and task of the options do not leak in.
+    assert (parsed.method, parsed.ttt) == ("uvinet", ["rotation", "cycle"])
+    assert (parsed.frames, parsed.steps, parsed.seed, parsed.lr) == ([[0, 3]], 4, 5, 1e-4)
+    assert (parsed.progress, parsed.json) == ("jsonl", str(tmp_path / "scores.json"))
+    with pytest.raises(ValueError, match="at least two items after"):
+        evaluate_arguments(tmp_path / "f.seq.nrrd", (2, 3), [], tmp_path / "s.json", options)
+
+
+def test_worker_find_python_is_the_running_interpreter() -> None:
+    """Outside Slicer sys.executable; inside, Slicer sets sys.executable to PythonSlicer."""
+    assert find_python() == sys.executable
+
+
+def test_worker_child_writes_utf8_whatever_the_parent_locale(tmp_path: Path) -> None:
+    """Non-ASCII engine messages arrive intact even where the console encoding is not UTF-8."""
+    base = dict(os.environ, PYTHONIOENCODING="ascii")  # a Windows console code page, say
+    env = engine_environment(base)
+    assert env["PYTHONIOENCODING"] == "utf-8"
+    message = "Fichier illisible: /données/cœur_µs.nrrd (€)"
+    job = EngineJob([sys.executable, "-c", f"import sys; sys.stderr.write({message!r}); "
+                     "sys.exit(2)"], env=env)
+    job.start()
+    assert job.wait(FIRST_EVENT_TIMEOUT) is JobState.FAILED
+    assert str(job.error()) == message
+
+
+@pytest.mark.skipif(os.name != "posix", reason="fork and setsid are POSIX")
+def test_worker_cancel_takes_one_timeout_even_when_pipes_stay_open(tmp_path: Path) -> None:
+    """An engine that ignores SIGTERM and left a detached process holding its pipes.
+
+    Such a process is outside the tree (it was re-parented), so the pipes never close; the
+    GUI thread must still get control back after one timeout, not one per wait.
+    """
+    pid_file = tmp_path / "escaped.pid"
+    script = tmp_path / "stubborn.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                with open({str(pid_file)!r}, "w") as f:
+                    f.write(str(os.getpid()))
+                time.sleep(120)
+            os._exit(0)
+        print('{{"stage": "load", "fraction": 0.1}}', flush=True)
+        time.sleep(120)
+    """))
+    job = EngineJob([sys.executable, str(script)])
+    job.start()
+    try:
+        wait_for_first_event(job)
+        deadline = time.monotonic() + FIRST_EVENT_TIMEOUT
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the detached process did not start"
+            time.sleep(0.05)
+        started = time.monotonic()
+        job.cancel(timeout=1.0)
+        took = time.monotonic() - started
+        assert job.state is JobState.CANCELLED
+        assert not psutil.pid_exists(job.pid) or psutil.Process(job.pid).status() == \
+            psutil.STATUS_ZOMBIE
+        assert took < 2.0, f"cancel blocked the caller for {took:.1f} s"
+    finally:
+        if pid_file.exists() and pid_file.read_text():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)

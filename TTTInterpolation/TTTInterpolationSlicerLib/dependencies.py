@@ -2,17 +2,29 @@
 
 torch comes from the PyTorch extension (it picks the build that matches the GPU driver), the
 other packages from pip, each only after the user agreed. The checks run without importing
-the packages, so a missing or broken one is reported instead of crashing the module.
+the packages, so a missing or broken one is reported instead of crashing the module. torch
+is never imported in Slicer's own process: the GPUs are found by a short child process
+(:class:`DeviceProbe`), so CUDA is initialised only where the engine runs.
+
+This file and ``worker`` import only the standard library and must stay importable under
+Python 3.9 (Slicer 5.8), so that :func:`version_problem` can explain why the module does not
+run there instead of the import failing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
+import json
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .worker import Device
+from .worker import Device, engine_environment, kill_process_tree
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
 TORCH_REQUIREMENT = "torch>=2.1"
@@ -25,8 +37,36 @@ PYTORCH_EXTENSION_MISSING = (
     "Slicer, and try again.")
 
 
+# The engine needs Python 3.10+ (zip(strict=True), X | Y unions at run time); Slicer 5.8 has
+# Python 3.9, Slicer 5.10 has 3.12. Keep in sync with CMakeLists.txt, the .s4ext and the
+# user guide (Testing/test_slicer_packaging.py checks it).
+MINIMUM_SLICER_VERSION = (5, 10)
+MINIMUM_PYTHON_VERSION = (3, 10)
+
+
 class DependencyError(RuntimeError):
     """A package the engine needs is missing and was not installed."""
+
+
+def version_problem(python_version: Sequence[int] = tuple(sys.version_info[:2]),
+                    slicer_version: Sequence[int] | None = None) -> str | None:
+    """Why this Slicer cannot run the module, or ``None`` when it can.
+
+    Checked when the module loads, so an old Slicer shows this sentence instead of a
+    traceback from deep inside the engine on the first Apply.
+    """
+    slicer_text = "{}.{}".format(*MINIMUM_SLICER_VERSION)
+    if slicer_version is not None and tuple(slicer_version[:2]) < MINIMUM_SLICER_VERSION:
+        found = ".".join(str(v) for v in slicer_version)
+        return (f"TTT Interpolation needs 3D Slicer {slicer_text} or newer; this is Slicer "
+                f"{found}. Please install a recent Slicer from https://download.slicer.org.")
+    if tuple(python_version[:2]) < MINIMUM_PYTHON_VERSION:
+        found = ".".join(str(v) for v in python_version[:2])
+        needed = ".".join(str(v) for v in MINIMUM_PYTHON_VERSION)
+        return (f"TTT Interpolation needs Python {needed} or newer (3D Slicer {slicer_text} or "
+                f"newer); this Slicer runs Python {found}. Please install a recent Slicer "
+                "from https://download.slicer.org.")
+    return None
 
 
 def read_requirements(path: Path = REQUIREMENTS_FILE) -> list[str]:
@@ -76,50 +116,190 @@ def torch_installed() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def available_devices() -> list[Device]:
-    """Devices the engine can use here: always auto and CPU, plus the GPUs torch sees."""
-    devices = [Device.AUTO, Device.CPU]
+def torch_problem(requirement: str = TORCH_REQUIREMENT) -> str | None:
+    """Why the installed torch does not do (missing, or a version outside ``requirement``)."""
     if not torch_installed():
-        return devices
-    try:
-        import torch
-    except (ImportError, OSError):  # a broken install is reported when the engine runs
-        return devices
+        return "PyTorch (torch) is not installed"
+    if missing_requirements([requirement]):
+        try:
+            version = importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:  # importable but without metadata
+            return None
+        return f"PyTorch {version} is installed, but the engine needs {requirement}"
+    return None
 
+
+def self_test_skip_reason(requirements: Sequence[str] | None = None) -> str | None:
+    """Why the module's self-test cannot run here, or ``None``; it never installs anything.
+
+    Under ``Slicer --testing`` (the Extensions Index factory, ctest) confirmation boxes
+    answer yes by themselves and other extensions (PyTorch) are not loaded, so installing
+    from a test would download gigabytes or fail; a clear skip is the honest outcome.
+    """
+    problems = [problem for problem in [torch_problem()] if problem]
+    missing = missing_requirements(read_requirements() if requirements is None
+                                   else list(requirements))
+    if missing:
+        problems.append(f"missing Python packages: {', '.join(missing)}")
+    if not problems:
+        return None
+    return ("; ".join(problems) + ". Run the module once in a normal Slicer session (Apply "
+            "offers to install what is missing), then run the self-test again.")
+
+
+# Run by a short child process: imports torch there, never in Slicer's own process, and
+# reports whatever goes wrong (a broken CUDA install raises all sorts of errors) as text.
+DEVICE_PROBE_CODE = r"""
+import json, sys
+info = {"torch": None, "cuda": [], "mps": False, "error": None}
+try:
+    import torch
+    info["torch"] = torch.__version__
     if torch.cuda.is_available():
-        devices.append(Device.CUDA)
+        info["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append(Device.MPS)
-    return devices
+    info["mps"] = bool(mps is not None and mps.is_available())
+except BaseException as error:
+    info["error"] = f"{type(error).__name__}: {error}"
+sys.stdout.write("TTT-DEVICES " + json.dumps(info) + "\n")
+"""
+DEVICE_PROBE_TIMEOUT = 120.0  # the first import of a CUDA torch can take a while
+DEVICE_PROBE_PREFIX = "TTT-DEVICES "
 
 
-def describe_devices(devices: Sequence[Device]) -> str:
-    """One line for the GUI saying which GPU (if any) ``Device.AUTO`` will pick."""
-    if Device.CUDA in devices:
-        import torch
+@dataclass
+class DeviceInfo:
+    """What the probe found: torch's version, the CUDA GPUs, Apple MPS, or why it failed."""
 
-        return f"GPU found: {torch.cuda.get_device_name(0)} (CUDA)"
-    if Device.MPS in devices:
-        return "GPU found: Apple silicon (MPS)"
-    if not torch_installed():
-        return "PyTorch is not installed yet: it is offered on the first run"
-    return "No GPU found: the engine runs on the CPU (slower, but works)"
+    torch_version: str | None = None
+    cuda_names: list[str] = field(default_factory=list)
+    mps: bool = False
+    error: str | None = None
+
+    @property
+    def devices(self) -> list[Device]:
+        """Devices the engine can use: always auto and CPU, plus the GPUs torch sees."""
+        devices = [Device.AUTO, Device.CPU]
+        if self.cuda_names:
+            devices.append(Device.CUDA)
+        if self.mps:
+            devices.append(Device.MPS)
+        return devices
+
+    def describe(self) -> str:
+        """One line for the GUI saying which GPU (if any) ``Device.AUTO`` will pick."""
+        if self.cuda_names:
+            return f"GPU found: {self.cuda_names[0]} (CUDA)"
+        if self.mps:
+            return "GPU found: Apple silicon (MPS)"
+        if self.error is not None:
+            return f"PyTorch could not be loaded ({self.error}); the engine will report why"
+        if self.torch_version is None:
+            return "PyTorch is not installed yet: it is offered on the first run"
+        return "No GPU found: the engine runs on the CPU (slower, but works)"
+
+
+class DeviceProbe:
+    """Finds the devices in a child process, polled without blocking (a Qt timer in Slicer).
+
+    ``python`` is the engine's interpreter (PythonSlicer in Slicer). Any failure (no torch,
+    a broken one, a crash, a hang past ``timeout``) ends in a :class:`DeviceInfo` that says
+    so; nothing is raised to the GUI.
+    """
+
+    def __init__(self, python: str, timeout: float = DEVICE_PROBE_TIMEOUT,
+                 env: dict[str, str] | None = None) -> None:
+        self.python = python
+        self.timeout = timeout
+        self.env = env
+        self.result: DeviceInfo | None = None
+        self._process: subprocess.Popen[str] | None = None
+        self._started = 0.0
+
+    def start(self) -> None:
+        if not torch_installed():  # nothing to probe: say so at once, without a process
+            self.result = DeviceInfo()
+            return
+        try:
+            self._process = subprocess.Popen(
+                [self.python, "-c", DEVICE_PROBE_CODE], stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                errors="replace", env=self.env if self.env is not None else engine_environment(),
+                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+        except Exception as error:  # no interpreter, no permission, ...
+            self.result = DeviceInfo(error=f"{type(error).__name__}: {error}")
+        self._started = time.monotonic()
+
+    def poll(self) -> DeviceInfo | None:
+        """The result once the probe ended (``None`` while it runs)."""
+        if self.result is not None or self._process is None:
+            return self.result
+        if self._process.poll() is None:
+            if time.monotonic() - self._started < self.timeout:
+                return None
+            kill_process_tree(self._process.pid)
+            self.result = DeviceInfo(error=f"the device check took over {self.timeout:g} s")
+            return self.result
+        try:
+            stdout, stderr = self._process.communicate(timeout=5)
+        except Exception as error:
+            self.result = DeviceInfo(error=f"{type(error).__name__}: {error}")
+            return self.result
+        self.result = parse_device_probe(stdout, stderr, self._process.returncode)
+        return self.result
+
+    @property
+    def started(self) -> bool:
+        return self._process is not None or self.result is not None
+
+    def wait(self) -> DeviceInfo:
+        """Start the probe if needed and block until its result is there (console, tests)."""
+        if not self.started:
+            self.start()
+        while self.poll() is None:
+            time.sleep(0.05)
+        return self.result
+
+    def cancel(self) -> None:
+        if self.result is None and self._process is not None:
+            with contextlib.suppress(Exception):
+                kill_process_tree(self._process.pid)
+            self.result = DeviceInfo(error="the device check was stopped")
+
+
+def parse_device_probe(stdout: str, stderr: str, returncode: int | None) -> DeviceInfo:
+    """The probe's report line, or a :class:`DeviceInfo` that says why there was none."""
+    for line in stdout.splitlines():
+        if line.startswith(DEVICE_PROBE_PREFIX):
+            try:
+                record = json.loads(line[len(DEVICE_PROBE_PREFIX):])
+                return DeviceInfo(record.get("torch"), [str(n) for n in record.get("cuda") or []],
+                                  bool(record.get("mps")), record.get("error"))
+            except (ValueError, TypeError, AttributeError) as error:
+                return DeviceInfo(error=f"unreadable device report: {error}")
+    detail = stderr.strip().splitlines()[-1] if stderr.strip() else "no output"
+    return DeviceInfo(error=f"the device check exited with code {returncode}: {detail}")
 
 
 def ensure_torch() -> None:
-    """Make torch importable through the PyTorch extension, asking the user first (Slicer only)."""
-    if torch_installed():
+    """Make a fitting torch importable through the PyTorch extension, asking first (Slicer only).
+
+    A missing torch is installed; one outside :data:`TORCH_REQUIREMENT` is upgraded the same
+    way (the PyTorch extension passes the requirement to its installer). pip never does it.
+    """
+    problem = torch_problem()
+    if problem is None:
         return
     try:
         import PyTorchUtils
     except ImportError as error:
-        raise DependencyError(PYTORCH_EXTENSION_MISSING) from error
-    version = TORCH_REQUIREMENT.removeprefix("torch")
+        raise DependencyError(f"{problem}. {PYTORCH_EXTENSION_MISSING}") from error
+    version = TORCH_REQUIREMENT[len("torch"):]
     torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
                                                           torchVersionRequirement=version)
     if torch is None:
-        raise DependencyError("PyTorch was not installed, so the interpolation cannot run.")
+        raise DependencyError(f"{problem}, and PyTorch was not installed, so the "
+                              "interpolation cannot run.")
 
 
 def ensure_packages(requirements: Sequence[str] | None = None) -> None:

@@ -1,20 +1,31 @@
-"""What the module does, without Qt: plan the pairs, run the engine per pair, build the result.
+"""What the module does, without Qt: plan the work, run the engine for it, build the result.
 
-An :class:`InterpolationRun` is driven by calls to :meth:`InterpolationRun.poll` (a Qt timer
-in Slicer, a sleep loop in :func:`run_to_end`), so the GUI never waits on the engine. The
-user's scene is touched only once, after every pair succeeded and every result was read and
-checked: a failed or cancelled run leaves the scene as it was and its temporary folder gone.
+Two kinds of run share one engine driver (:class:`EngineRun`): an :class:`InterpolationRun`
+creates new frames (one engine process per pair of frames), an :class:`EvaluationRun` hides
+the frames between two frames, has the engine score linear blending, UVI-Net and UVI-Net with
+test-time training on them, and shows truth, predictions and errors side by side. A run is
+driven by calls to :meth:`EngineRun.poll` (a Qt timer in Slicer, a sleep loop in
+:func:`run_to_end`), so the GUI never waits on the engine. The user's scene is touched only
+once, after every engine process succeeded and every result was read and checked: a failed
+or cancelled run leaves the scene as it was and its temporary folder gone.
+
+Nothing here imports torch or the engine's file readers (nibabel, pynrrd): Slicer's own
+process needs only numpy and MRML; the engine's dependencies live in the child process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import json
+import shlex
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import slicer
@@ -31,23 +42,27 @@ from .worker import (
     Scheme,
     TTTTask,
     engine_environment,
+    evaluate_arguments,
     find_python,
     interpolate_arguments,
 )
 
 ProgressCallback = Callable[[float, str], None]
 TIME_ATOL = 1e-4  # how far the engine's index values may be from the requested times
+ETA_MIN_FRACTION = 0.02  # below this much progress a time estimate is a guess: none is given
 
 
 class Mode(enum.Enum):
-    """Which frames to create."""
+    """What Apply does."""
 
     BETWEEN = "between"  # n new frames between two chosen frames
     UPSAMPLE = "upsample"  # k-1 new frames between every consecutive pair
+    EVALUATE = "evaluate"  # hide the frames between A and B, predict and score them
 
     def label(self) -> str:
         return {Mode.BETWEEN: "Between two frames",
-                Mode.UPSAMPLE: "Upsample the whole sequence"}[self]
+                Mode.UPSAMPLE: "Upsample the whole sequence",
+                Mode.EVALUATE: "Evaluate: hide the frames between A and B, predict, score"}[self]
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,31 @@ def plan_upsample(item_count: int, factor: int) -> list[PairTask]:
     return [PairTask(i, i + 1, times) for i in range(item_count - 1)]
 
 
+def format_duration(seconds: float) -> str:
+    """``"45 s"``, ``"3 min 05 s"``, ``"1 h 02 min"``: short enough for a progress bar."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def remaining_seconds(elapsed: float, fraction: float) -> float | None:
+    """Time left if the rest goes as fast as the part done so far; ``None`` while too early."""
+    if fraction < ETA_MIN_FRACTION or elapsed <= 0:
+        return None
+    return elapsed * (1.0 - min(fraction, 1.0)) / fraction
+
+
+def describe_timing(elapsed: float, remaining: float | None) -> str:
+    """``"12 s elapsed, about 30 s left"`` (or ``"estimating"`` while no estimate is made)."""
+    left = f"about {format_duration(remaining)} left" if remaining is not None else "estimating"
+    return f"{format_duration(elapsed)} elapsed, {left}"
+
+
 @dataclass
 class InterpolationResult:
     """Nodes a successful run created or filled."""
@@ -99,96 +139,112 @@ class InterpolationResult:
         return self.browser.GetProxyNode(self.browser.GetMasterSequenceNode())
 
 
-class InterpolationRun:
-    """One interpolation request: its checks, its engine jobs, its commit to the scene.
+@dataclass
+class EngineStep:
+    """One engine process of a run.
 
-    Construction checks everything that can be checked without the engine (and raises
-    ``ValueError``); :meth:`start` writes the first pair and launches the engine; the owner
-    then calls :meth:`poll` until it returns ``False`` and reads :attr:`state`,
-    :attr:`result` and :attr:`error`.
+    ``arguments(folder)`` writes the step's input files into its own ``folder`` and returns
+    the command line after ``python -m TTTInterpolationLib``; ``collect(folder)`` reads and
+    checks the step's output, keeping it off the scene. ``weight`` is its share of progress.
+    """
+
+    label: str
+    arguments: Callable[[Path], list[str]]
+    collect: Callable[[Path], None]
+    weight: float = 1.0
+
+
+class EngineRun:
+    """A list of engine steps run one after the other, then one commit to the scene.
+
+    Construction (in the subclasses) checks everything that can be checked without the
+    engine and raises ``ValueError``; :meth:`start` launches the first step; the owner then
+    calls :meth:`poll` until it returns ``False`` and reads :attr:`state`, :attr:`result`
+    and :attr:`error`. :attr:`elapsed`, :attr:`remaining` and :attr:`log` are for the panel.
     """
 
     def __init__(self, scene: slicer.vtkMRMLScene,
                  sequencesLogic: slicer.vtkSlicerSequencesLogic,
-                 inputSequence: slicer.vtkMRMLSequenceNode, tasks: Sequence[PairTask],
-                 options: EngineOptions | None = None, *,
-                 outputSequence: slicer.vtkMRMLSequenceNode | None = None,
-                 createMerged: bool = False, python: str | None = None,
-                 tempParent: str | Path | None = None,
+                 inputSequence: slicer.vtkMRMLSequenceNode, options: EngineOptions, *,
+                 python: str | None = None, tempParent: str | Path | None = None,
                  onProgress: ProgressCallback | None = None) -> None:
         if inputSequence is None:
             raise ValueError("select an input sequence")
-        if not tasks:
-            raise ValueError("nothing to interpolate")
-        if outputSequence is not None and outputSequence.GetID() == inputSequence.GetID():
-            raise ValueError("the output sequence must differ from the input sequence")
-        self.options = options or EngineOptions()
-        self.options.validate()
+        options.validate()
+        self.options = options
         self.scene = scene
         self.sequencesLogic = sequencesLogic
         self.inputSequence = inputSequence
-        self.tasks = list(tasks)
-        self.outputSequence = outputSequence
-        self.createMerged = createMerged
         self.python = python or find_python()
         self.tempParent = tempParent
         self.onProgress = onProgress
-
         self._values = seq.index_values(inputSequence)
-        for task in self.tasks:
-            a = seq.frame_volume(inputSequence, task.item_a)
-            b = seq.frame_volume(inputSequence, task.item_b)
-            if not seq.same_grid(a, b):
-                raise ValueError(f"frames {task.item_a} and {task.item_b} lie on different "
-                                 "voxel grids; resample them to one grid first")
-        self.newValues = [self._value(task, t) for task in self.tasks for t in task.times]
-        if createMerged:
-            self._checkNoCollision()
 
+        self.steps: list[EngineStep] = []
         self.state = JobState.NOT_STARTED
-        self.result: InterpolationResult | None = None
+        self.result: Any = None
         self.error: Exception | None = None
         self.workFolder: Path | None = None
-        self._taskIndex = 0
+        self.fraction = 0.0
+        self._stepIndex = 0
         self._job: EngineJob | None = None
-        self._newFrames: list[tuple[float, slicer.vtkMRMLScalarVolumeNode]] = []
+        self._jobs: list[tuple[list[str], EngineJob]] = []
+        self._startTime: float | None = None
+        self._endTime: float | None = None
+        self.statusText = ""
 
-    def _value(self, task: PairTask, t: float) -> float:
-        """Index value of a new frame: ``t`` of the way between the pair's index values."""
-        va, vb = self._values[task.item_a], self._values[task.item_b]
-        return va + t * (vb - va)
-
-    def _checkNoCollision(self) -> None:
-        """A new frame on top of an existing one would replace it in the merged sequence."""
-        tolerance = self.inputSequence.GetNumericIndexValueTolerance()
-        for value in self.newValues:
-            clash = [v for v in self._values if abs(v - value) <= tolerance]
-            if clash:
-                raise ValueError(f"a new frame would fall on the existing index value "
-                                 f"{clash[0]:g}; choose other frames or another number of frames, "
-                                 "or do not build the merged sequence")
+    def _checkSameGrid(self, items: Sequence[int]) -> None:
+        first = seq.frame_volume(self.inputSequence, items[0])
+        for item in items[1:]:
+            if not seq.same_grid(first, seq.frame_volume(self.inputSequence, item)):
+                raise ValueError(f"frames {items[0]} and {item} lie on different voxel grids; "
+                                 "resample them to one grid first")
 
     @property
     def running(self) -> bool:
         return self.state is JobState.RUNNING
 
+    @property
+    def elapsed(self) -> float:
+        """Seconds since :meth:`start` (until the end, once it ended)."""
+        if self._startTime is None:
+            return 0.0
+        return (self._endTime or time.monotonic()) - self._startTime
+
+    @property
+    def remaining(self) -> float | None:
+        """Estimated seconds left (``None`` before there is enough progress to tell)."""
+        if not self.running:
+            return 0.0 if self.state is JobState.SUCCEEDED else None
+        return remaining_seconds(self.elapsed, self.fraction)
+
+    @property
+    def log(self) -> str:
+        """What every engine process of this run said so far, each after its command line."""
+        parts = []
+        for command, job in self._jobs:
+            parts.append("$ " + shlex.join(command))
+            if job.transcript:
+                parts.append(job.transcript)
+            if job.returncode is not None:
+                parts.append(f"(exit code {job.returncode})")
+        return "\n".join(parts)
+
     def start(self) -> None:
         if self.state is not JobState.NOT_STARTED:
             raise RuntimeError(f"run already {self.state.value}")
+        self._startTime = time.monotonic()
         self.workFolder = Path(tempfile.mkdtemp(prefix="TTTInterpolation-", dir=self.tempParent))
         self.state = JobState.RUNNING
-        self._guard(self._startTask)
+        self._guard(self._startStep)
 
-    def _startTask(self) -> None:
-        task = self.tasks[self._taskIndex]
-        folder = self.workFolder / f"pair{self._taskIndex:03d}"
+    def _startStep(self) -> None:
+        step = self.steps[self._stepIndex]
+        folder = self.workFolder / f"step{self._stepIndex:03d}"
         folder.mkdir()
-        frameA, frameB = folder / "frameA.nrrd", folder / "frameB.nrrd"
-        seq.write_volume(seq.frame_volume(self.inputSequence, task.item_a), frameA)
-        seq.write_volume(seq.frame_volume(self.inputSequence, task.item_b), frameB)
-        command = [self.python, "-m", ENGINE_PACKAGE, *interpolate_arguments(
-            frameA, frameB, task.times, folder / "interpolated.seq.nrrd", self.options)]
+        command = [self.python, "-m", ENGINE_PACKAGE, *step.arguments(folder)]
         self._job = EngineJob(command, env=engine_environment(), cwd=folder)
+        self._jobs.append((command, self._job))
         self._job.start()
         self._report(0.0, "starting the engine")
 
@@ -208,10 +264,10 @@ class InterpolationRun:
         if self._job.state is JobState.FAILED:
             raise self._job.error()
         if self._job.state is JobState.SUCCEEDED:
-            self._collect(self.tasks[self._taskIndex])
-            self._taskIndex += 1
-            if self._taskIndex < len(self.tasks):
-                self._startTask()
+            self.steps[self._stepIndex].collect(self.workFolder / f"step{self._stepIndex:03d}")
+            self._stepIndex += 1
+            if self._stepIndex < len(self.steps):
+                self._startStep()
             else:
                 self.result = self._commit()
                 self._finish(JobState.SUCCEEDED)
@@ -237,38 +293,32 @@ class InterpolationRun:
 
     def _finish(self, state: JobState) -> None:
         self.state = state
-        self._newFrames = []
+        self._endTime = time.monotonic()
+        self._discard()
         if self.workFolder is not None:
             shutil.rmtree(self.workFolder, ignore_errors=True)
 
+    def _discard(self) -> None:
+        """Drop what the steps collected (subclasses hold it)."""
+
     def _report(self, fraction: float, text: str) -> None:
-        if self.onProgress is None:
-            return
-        count = len(self.tasks)
-        overall = (self._taskIndex + fraction) / count if self._taskIndex < count else 1.0
-        prefix = f"pair {self._taskIndex + 1}/{count}: " if count > 1 and overall < 1.0 else ""
-        self.onProgress(min(overall, 1.0), prefix + text)
+        """Progress of the current step -> progress of the run, with the step's label."""
+        total = sum(step.weight for step in self.steps)
+        if self._stepIndex >= len(self.steps):
+            overall = 1.0
+        else:
+            done = sum(step.weight for step in self.steps[:self._stepIndex])
+            overall = (done + fraction * self.steps[self._stepIndex].weight) / total
+        prefix = (f"{self.steps[self._stepIndex].label}: "
+                  if len(self.steps) > 1 and overall < 1.0 and self._stepIndex < len(self.steps)
+                  else "")
+        self.fraction = min(max(overall, self.fraction), 1.0)  # never goes backwards
+        self.statusText = prefix + text
+        if self.onProgress is not None:
+            self.onProgress(self.fraction, self.statusText)
 
-    def _collect(self, task: PairTask) -> None:
-        """Read one pair's result, check it against the request, keep it off the scene."""
-        path = self.workFolder / f"pair{self._taskIndex:03d}" / "interpolated.seq.nrrd"
-        frames = seq.read_sequence_file(path)
-        times = sorted(value for value, _ in frames)
-        if len(times) != len(task.times) or not np.allclose(times, task.times, atol=TIME_ATOL):
-            raise EngineError(f"the engine returned frames at {times}, expected {list(task.times)}")
-        reference = seq.frame_volume(self.inputSequence, task.item_a)
-        for t, volume in sorted(frames, key=lambda frame: frame[0]):
-            if not seq.same_grid(volume, reference):
-                raise EngineError("the engine returned frames on another voxel grid than the input")
-            value = self._value(task, t)
-            self._newFrames.append((value, conformed(volume, reference,
-                                                     f"{self.inputSequence.GetName()} {value:g}")))
-
-    def _commit(self) -> InterpolationResult:
-        """Put the new frames into the scene: output (and merged) sequence, browser, views.
-
-        Should a step fail half-way, the nodes it added are removed again.
-        """
+    def _commit(self) -> Any:
+        """Put the collected results into the scene; remove what it added should it fail."""
         before = {self.scene.GetNthNode(i).GetID() for i in range(self.scene.GetNumberOfNodes())}
         try:
             return self._addToScene()
@@ -278,6 +328,84 @@ class InterpolationRun:
                 if node.GetID() not in before:
                     self.scene.RemoveNode(node)
             raise
+
+    def _addToScene(self) -> Any:
+        raise NotImplementedError
+
+    def _inputProxy(self) -> slicer.vtkMRMLVolumeNode | None:
+        """The volume that shows the input now (its window/level is copied to the results)."""
+        browser = self.sequencesLogic.GetFirstBrowserNodeForSequenceNode(self.inputSequence)
+        return browser.GetProxyNode(self.inputSequence) if browser else None
+
+
+class InterpolationRun(EngineRun):
+    """New frames: one engine process per pair of frames, then output (and merged) sequences."""
+
+    def __init__(self, scene: slicer.vtkMRMLScene,
+                 sequencesLogic: slicer.vtkSlicerSequencesLogic,
+                 inputSequence: slicer.vtkMRMLSequenceNode, tasks: Sequence[PairTask],
+                 options: EngineOptions | None = None, *,
+                 outputSequence: slicer.vtkMRMLSequenceNode | None = None,
+                 createMerged: bool = False, python: str | None = None,
+                 tempParent: str | Path | None = None,
+                 onProgress: ProgressCallback | None = None) -> None:
+        if inputSequence is None:
+            raise ValueError("select an input sequence")
+        if not tasks:
+            raise ValueError("nothing to interpolate")
+        if outputSequence is not None and outputSequence.GetID() == inputSequence.GetID():
+            raise ValueError("the output sequence must differ from the input sequence")
+        super().__init__(scene, sequencesLogic, inputSequence, options or EngineOptions(),
+                         python=python, tempParent=tempParent, onProgress=onProgress)
+        self.tasks = list(tasks)
+        self.outputSequence = outputSequence
+        self.createMerged = createMerged
+        for task in self.tasks:
+            self._checkSameGrid([task.item_a, task.item_b])
+        self.newValues = [self._value(task, t) for task in self.tasks for t in task.times]
+        if createMerged:
+            self._checkNoCollision()
+        count = len(self.tasks)
+        self.steps = [EngineStep(f"pair {n + 1}/{count}", self._arguments(task),
+                                 self._collector(task)) for n, task in enumerate(self.tasks)]
+        self._newFrames: list[tuple[float, slicer.vtkMRMLScalarVolumeNode]] = []
+
+    def _value(self, task: PairTask, t: float) -> float:
+        """Index value of a new frame: ``t`` of the way between the pair's index values."""
+        va, vb = self._values[task.item_a], self._values[task.item_b]
+        return va + t * (vb - va)
+
+    def _checkNoCollision(self) -> None:
+        """A new frame on top of an existing one would replace it in the merged sequence."""
+        tolerance = self.inputSequence.GetNumericIndexValueTolerance()
+        for value in self.newValues:
+            clash = [v for v in self._values if abs(v - value) <= tolerance]
+            if clash:
+                raise ValueError(f"a new frame would fall on the existing index value "
+                                 f"{clash[0]:g}; choose other frames or another number of frames, "
+                                 "or do not build the merged sequence")
+
+    def _arguments(self, task: PairTask) -> Callable[[Path], list[str]]:
+        def arguments(folder: Path) -> list[str]:
+            frameA, frameB = folder / "frameA.nrrd", folder / "frameB.nrrd"
+            seq.write_volume(seq.frame_volume(self.inputSequence, task.item_a), frameA)
+            seq.write_volume(seq.frame_volume(self.inputSequence, task.item_b), frameB)
+            return interpolate_arguments(frameA, frameB, task.times,
+                                         folder / "interpolated.seq.nrrd", self.options)
+        return arguments
+
+    def _collector(self, task: PairTask) -> Callable[[Path], None]:
+        def collect(folder: Path) -> None:
+            reference = seq.frame_volume(self.inputSequence, task.item_a)
+            for t, volume in read_predictions(folder / "interpolated.seq.nrrd", task.times,
+                                              reference):
+                value = self._value(task, t)
+                self._newFrames.append((value, conformed(
+                    volume, reference, f"{self.inputSequence.GetName()} {value:g}")))
+        return collect
+
+    def _discard(self) -> None:
+        self._newFrames = []
 
     def _addToScene(self) -> InterpolationResult:
         name = self.inputSequence.GetName()
@@ -295,11 +423,238 @@ class InterpolationRun:
         shown = merged or output
         browser = seq.browser_for(self.scene, self.sequencesLogic, shown)
         proxy = browser.GetProxyNode(shown)
-        inputBrowser = self.sequencesLogic.GetFirstBrowserNodeForSequenceNode(self.inputSequence)
-        seq.copy_display(inputBrowser.GetProxyNode(self.inputSequence) if inputBrowser else None,
-                         proxy)
+        seq.copy_display(self._inputProxy(), proxy)
         seq.show_in_slice_views(self.scene, proxy)
         return InterpolationResult(output, merged, browser)
+
+
+def read_predictions(path: Path, times: Sequence[float],
+                     reference: slicer.vtkMRMLScalarVolumeNode,
+                     ) -> list[tuple[float, slicer.vtkMRMLScalarVolumeNode]]:
+    """The engine's ``.seq.nrrd`` as (time, volume), sorted, checked against the request."""
+    frames = sorted(seq.read_sequence_file(path), key=lambda frame: frame[0])
+    found = [t for t, _ in frames]
+    if len(found) != len(times) or not np.allclose(found, sorted(times), atol=TIME_ATOL):
+        raise EngineError(f"the engine returned frames at {found}, expected {list(times)}")
+    for _, volume in frames:
+        if not seq.same_grid(volume, reference):
+            raise EngineError("the engine returned frames on another voxel grid than the input")
+    return frames
+
+
+# Columns of the evaluation table (GUI and console): the engine's metric keys and headers.
+EVALUATION_METRICS = (("PSNR", "PSNR (dB)"), ("NCC", "NCC"), ("SSIM", "SSIM"),
+                      ("NMSE", "NMSE (x100)"))
+EVALUATION_COLUMNS = ("Setting", *(header for _, header in EVALUATION_METRICS), "Seconds")
+
+
+@dataclass(frozen=True)
+class EvaluationSetting:
+    """One row of an evaluation: how its frames are predicted."""
+
+    label: str
+    method: Method
+    ttt: TTTTask = TTTTask.NONE
+
+
+def evaluation_settings(tasks: Sequence[TTTTask]) -> list[EvaluationSetting]:
+    """Linear blending, UVI-Net, then UVI-Net + each task: the rows the engine's evaluate makes."""
+    settings = [EvaluationSetting("linear blending", Method.LINEAR),
+                EvaluationSetting("UVI-Net", Method.UVINET)]
+    for task in dict.fromkeys(tasks):
+        if task is not TTTTask.NONE:
+            settings.append(EvaluationSetting(f"UVI-Net + TTT {task.label().lower()}",
+                                              Method.UVINET, task))
+    return settings
+
+
+@dataclass
+class EvaluatedSetting:
+    """Scores and sequences of one setting: predicted frames and their absolute error."""
+
+    setting: EvaluationSetting
+    scores: dict[str, Any]
+    predictionSequence: slicer.vtkMRMLSequenceNode
+    errorSequence: slicer.vtkMRMLSequenceNode
+
+    @property
+    def label(self) -> str:
+        return self.setting.label
+
+    def cells(self) -> list[str]:
+        """The setting's row of the table: mean +- standard deviation, then seconds per case."""
+        metrics = [f"{self.scores[key]:.3f} \u00b1 {self.scores[key + '_std']:.3f}"
+                   for key, _ in EVALUATION_METRICS]
+        return [self.label, *metrics, f"{self.scores['seconds_per_case']:.1f}"]
+
+
+@dataclass
+class EvaluationResult:
+    """What an evaluation added: the hidden frames, each setting's results, one browser."""
+
+    truthSequence: slicer.vtkMRMLSequenceNode
+    settings: list[EvaluatedSetting]
+    browser: slicer.vtkMRMLSequenceBrowserNode
+    engineReport: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> list[list[str]]:
+        """Rows of :data:`EVALUATION_COLUMNS`, one per setting."""
+        return [setting.cells() for setting in self.settings]
+
+    def best(self) -> EvaluatedSetting:
+        """The setting with the highest mean PSNR."""
+        return max(self.settings, key=lambda s: s.scores["PSNR"])
+
+    def show(self, setting: EvaluatedSetting | None = None) -> None:
+        """Truth, ``setting``'s prediction (default: the best) and its error side by side."""
+        setting = setting or self.best()
+        proxies = [self.browser.GetProxyNode(sequence) for sequence in
+                   (self.truthSequence, setting.predictionSequence, setting.errorSequence)]
+        seq.show_side_by_side(self.truthSequence.GetScene(), proxies)
+
+
+class EvaluationRun(EngineRun):
+    """Hide the frames between A and B, predict them with every setting, score them, show them.
+
+    The engine's ``evaluate`` computes the scores (the published metrics, in the engine's
+    own normalisation); one ``interpolate`` per setting, at the hidden frames' times,
+    produces the frames shown (the same seed and settings, so the same predictions).
+    """
+
+    def __init__(self, scene: slicer.vtkMRMLScene,
+                 sequencesLogic: slicer.vtkSlicerSequencesLogic,
+                 inputSequence: slicer.vtkMRMLSequenceNode, frameA: int, frameB: int,
+                 tasks: Sequence[TTTTask] = (), options: EngineOptions | None = None, *,
+                 python: str | None = None, tempParent: str | Path | None = None,
+                 onProgress: ProgressCallback | None = None) -> None:
+        if inputSequence is None:
+            raise ValueError("select an input sequence")
+        super().__init__(scene, sequencesLogic, inputSequence, options or EngineOptions(),
+                         python=python, tempParent=tempParent, onProgress=onProgress)
+        count = inputSequence.GetNumberOfDataNodes()
+        if not (0 <= frameA < count and 0 <= frameB < count):
+            raise ValueError(f"frames must be between 0 and {count - 1}, "
+                             f"got A={frameA} and B={frameB}")
+        if frameB - frameA < 2:
+            raise ValueError(f"frame B ({frameB}) must be at least two items after frame A "
+                             f"({frameA}): the frames between them are hidden and predicted")
+        self.frameA, self.frameB = frameA, frameB
+        self.hidden = list(range(frameA + 1, frameB))
+        self._checkSameGrid(list(range(frameA, frameB + 1)))
+        va, vb = self._values[frameA], self._values[frameB]
+        if not vb > va:
+            raise ValueError("frame B must have a larger index value than frame A")
+        self.times = [(self._values[i] - va) / (vb - va) for i in self.hidden]
+        self.settings = evaluation_settings(tasks)
+        evaluate_options = dataclasses.replace(self.options, method=Method.UVINET)
+        tttTasks = [s.ttt for s in self.settings if s.ttt is not TTTTask.NONE]
+        self.steps = [EngineStep("scoring", self._scoreArguments(tttTasks, evaluate_options),
+                                 self._collectScores, weight=len(self.settings))]
+        self.steps += [EngineStep(f"frames of {s.label}", self._predictArguments(s),
+                                  self._predictionCollector(s)) for s in self.settings]
+        self._report_data: dict[str, Any] = {}
+        self._scores: dict[EvaluationSetting, dict[str, Any]] = {}
+        self._frames: dict[EvaluationSetting, list[tuple[slicer.vtkMRMLScalarVolumeNode,
+                                                         slicer.vtkMRMLScalarVolumeNode]]] = {}
+
+    def _scoreArguments(self, tasks: Sequence[TTTTask],
+                        options: EngineOptions) -> Callable[[Path], list[str]]:
+        def arguments(folder: Path) -> list[str]:
+            path = folder / "frames.seq.nrrd"
+            seq.write_sequence_file(self.inputSequence, range(self.frameA, self.frameB + 1),
+                                    path)
+            last = self.frameB - self.frameA
+            return evaluate_arguments(path, (0, last), tasks, folder / "scores.json", options)
+        return arguments
+
+    def _collectScores(self, folder: Path) -> None:
+        try:
+            report = json.loads((folder / "scores.json").read_text(encoding="utf-8"))
+            rows = report["table"]
+        except (OSError, ValueError, KeyError) as error:
+            raise EngineError(f"the engine's evaluation report is unreadable: {error}") from error
+        if len(rows) != len(self.settings):
+            raise EngineError(f"the engine scored {len(rows)} settings, expected "
+                              f"{len(self.settings)}")
+        for setting, row in zip(self.settings, rows, strict=True):
+            task = (row.get("ttt") or {}).get("task", "none")
+            if setting.method is Method.LINEAR:
+                task = "none"  # the engine's linear row carries no TTT settings
+            if row.get("method") != setting.method.value or task != setting.ttt.value:
+                raise EngineError(f"the engine's row '{row.get('label')}' does not match the "
+                                  f"setting '{setting.label}'")
+            missing = [k for k, _ in EVALUATION_METRICS if k not in row or k + "_std" not in row]
+            if missing or "seconds_per_case" not in row:
+                raise EngineError(f"the engine's row '{row.get('label')}' lacks {missing}")
+            self._scores[setting] = row
+        self._report_data = report
+
+    def _predictArguments(self, setting: EvaluationSetting) -> Callable[[Path], list[str]]:
+        options = dataclasses.replace(self.options, method=setting.method, ttt=setting.ttt)
+
+        def arguments(folder: Path) -> list[str]:
+            frameA, frameB = folder / "frameA.nrrd", folder / "frameB.nrrd"
+            seq.write_volume(seq.frame_volume(self.inputSequence, self.frameA), frameA)
+            seq.write_volume(seq.frame_volume(self.inputSequence, self.frameB), frameB)
+            return interpolate_arguments(frameA, frameB, self.times,
+                                         folder / "predicted.seq.nrrd", options)
+        return arguments
+
+    def _predictionCollector(self, setting: EvaluationSetting) -> Callable[[Path], None]:
+        def collect(folder: Path) -> None:
+            reference = seq.frame_volume(self.inputSequence, self.frameA)
+            predicted = read_predictions(folder / "predicted.seq.nrrd", self.times, reference)
+            name = self.inputSequence.GetName()
+            pairs = []
+            for item, (_, volume) in zip(self.hidden, predicted, strict=True):
+                truth = seq.array_ijk(seq.frame_volume(self.inputSequence, item))
+                error = np.abs(seq.array_ijk(volume).astype(np.float32)
+                               - truth.astype(np.float32))
+                pairs.append((conformed(volume, reference, f"{name} {setting.label} {item}"),
+                              seq.volume_from_array(error, seq.ijk_to_ras(reference),
+                                                    f"{name} {setting.label} error {item}")))
+            self._frames[setting] = pairs
+        return collect
+
+    def _discard(self) -> None:
+        self._frames = {}
+
+    def _addToScene(self) -> EvaluationResult:
+        name = self.inputSequence.GetName()
+        values = [self.inputSequence.GetNthIndexValue(i) for i in self.hidden]
+
+        def new_sequence(suffix: str,
+                         volumes: Sequence[slicer.vtkMRMLVolumeNode]) -> slicer.vtkMRMLSequenceNode:
+            node = self.scene.AddNewNodeByClass(
+                seq.SEQUENCE_CLASS, self.scene.GenerateUniqueName(f"{name} {suffix}"))
+            seq.fill_sequence(node, list(zip(values, volumes, strict=True)),
+                              like=self.inputSequence)
+            return node
+
+        truth = new_sequence("truth", [self.inputSequence.GetNthDataNode(i) for i in self.hidden])
+        evaluated = []
+        for setting in self.settings:
+            frames = self._frames[setting]
+            evaluated.append(EvaluatedSetting(
+                setting, self._scores[setting],
+                new_sequence(setting.label, [p for p, _ in frames]),
+                new_sequence(f"{setting.label} error", [e for _, e in frames])))
+        browser = self.scene.AddNewNodeByClass(
+            seq.BROWSER_CLASS, self.scene.GenerateUniqueName(f"{name} evaluation"))
+        browser.SetAndObserveMasterSequenceNodeID(truth.GetID())
+        for item in evaluated:
+            browser.AddSynchronizedSequenceNode(item.predictionSequence)
+            browser.AddSynchronizedSequenceNode(item.errorSequence)
+        browser.SetSelectedItemNumber(0)
+        self.sequencesLogic.UpdateProxyNodesFromSequences(browser)
+        source = self._inputProxy()
+        for sequence in [truth, *(item.predictionSequence for item in evaluated)]:
+            seq.copy_display(source, browser.GetProxyNode(sequence))
+        for item in evaluated:  # errors: their own window/level (near zero), not the input's
+            seq.copy_display(None, browser.GetProxyNode(item.errorSequence))
+        result = EvaluationResult(truth, evaluated, browser, self._report_data)
+        result.show()
+        return result
 
 
 def conformed(volume: slicer.vtkMRMLScalarVolumeNode, reference: slicer.vtkMRMLScalarVolumeNode,
@@ -317,9 +672,13 @@ def conformed(volume: slicer.vtkMRMLScalarVolumeNode, reference: slicer.vtkMRMLS
     return seq.volume_from_array(array.astype(dtype), seq.ijk_to_ras(reference), name)
 
 
-def run_to_end(run: InterpolationRun, interval: float = 0.1,
-               processEvents: Callable[[], None] | None = None) -> InterpolationResult:
-    """Start ``run`` and wait for its end; raises its error. Cancels it if interrupted."""
+def run_to_end(run: EngineRun, interval: float = 0.1,
+               processEvents: Callable[[], None] | None = None) -> Any:
+    """Start ``run`` and wait for its end; returns its result, raises its error.
+
+    Cancels the run if the wait is interrupted (Ctrl+C in a console, an exception in
+    ``processEvents``).
+    """
     run.start()
     try:
         while run.poll():
@@ -332,27 +691,37 @@ def run_to_end(run: InterpolationRun, interval: float = 0.1,
     if run.error is not None:
         raise run.error
     if run.result is None:
-        raise RuntimeError(f"interpolation {run.state.value}")
+        raise RuntimeError(f"run {run.state.value}")
     return run.result
+
+
+def engine_options(method: Method | str = Method.UVINET, ttt: TTTTask | str = TTTTask.NONE,
+                   scheme: Scheme | str = Scheme.ONLINE, steps: int = 10,
+                   learningRate: float | None = None, weights: str | Path | None = None,
+                   device: Device | str = Device.AUTO, seed: int = 0) -> EngineOptions:
+    """:class:`EngineOptions` from the console API's names; choices by member or by name."""
+    return EngineOptions(method=Method(method), ttt=TTTTask(ttt), scheme=Scheme(scheme),
+                         steps=steps, learning_rate=learningRate,
+                         weights=Path(weights) if weights else None, device=Device(device),
+                         seed=seed)
 
 
 def create_run(scene: slicer.vtkMRMLScene, sequencesLogic: slicer.vtkSlicerSequencesLogic,
                sequenceNode: slicer.vtkMRMLSequenceNode, frameA: int = 0,
                frameB: int | None = None, numberOfFrames: int = 1, *,
-               upsampleFactor: int | None = None, method: Method | str = Method.UVINET,
-               ttt: TTTTask | str = TTTTask.NONE, scheme: Scheme | str = Scheme.ONLINE,
-               steps: int = 10, learningRate: float | None = None,
-               weights: str | Path | None = None, device: Device | str = Device.AUTO,
-               seed: int = 0, outputSequence: slicer.vtkMRMLSequenceNode | None = None,
+               upsampleFactor: int | None = None,
+               outputSequence: slicer.vtkMRMLSequenceNode | None = None,
                createMerged: bool = False, python: str | None = None,
                tempParent: str | Path | None = None,
-               onProgress: ProgressCallback | None = None) -> InterpolationRun:
+               onProgress: ProgressCallback | None = None, **options: Any) -> InterpolationRun:
     """An :class:`InterpolationRun` from plain arguments (the console API's one entry point).
 
     ``upsampleFactor`` set: every consecutive pair gets ``upsampleFactor - 1`` new frames and
     the frame arguments are ignored; otherwise ``numberOfFrames`` new frames go between items
-    ``frameA`` and ``frameB`` (default: the last item). Choices accept enum members or their
-    command-line names (``ttt="cycle"``).
+    ``frameA`` and ``frameB`` (default: the last item). ``options`` are those of
+    :func:`engine_options` (``method``, ``ttt``, ``scheme``, ``steps``, ``learningRate``,
+    ``weights``, ``device``, ``seed``); choices accept enum members or their command-line
+    names (``ttt="cycle"``).
     """
     if sequenceNode is None:
         raise ValueError("select an input sequence")
@@ -362,13 +731,34 @@ def create_run(scene: slicer.vtkMRMLScene, sequencesLogic: slicer.vtkSlicerSeque
     else:
         tasks = plan_between(count, frameA, count - 1 if frameB is None else frameB,
                              numberOfFrames)
-    options = EngineOptions(method=Method(method), ttt=TTTTask(ttt), scheme=Scheme(scheme),
-                            steps=steps, learning_rate=learningRate,
-                            weights=Path(weights) if weights else None, device=Device(device),
-                            seed=seed)
-    return InterpolationRun(scene, sequencesLogic, sequenceNode, tasks, options,
+    return InterpolationRun(scene, sequencesLogic, sequenceNode, tasks, engine_options(**options),
                             outputSequence=outputSequence, createMerged=createMerged,
                             python=python, tempParent=tempParent, onProgress=onProgress)
+
+
+def create_evaluation(scene: slicer.vtkMRMLScene,
+                      sequencesLogic: slicer.vtkSlicerSequencesLogic,
+                      sequenceNode: slicer.vtkMRMLSequenceNode, frameA: int = 0,
+                      frameB: int | None = None, *,
+                      ttt: TTTTask | str | Sequence[TTTTask | str] = (),
+                      python: str | None = None, tempParent: str | Path | None = None,
+                      onProgress: ProgressCallback | None = None,
+                      **options: Any) -> EvaluationRun:
+    """An :class:`EvaluationRun`: hide the items between ``frameA`` and ``frameB``, score.
+
+    ``ttt`` is one task or several (``"cycle"``, ``["rotation", "cycle"]``); linear blending
+    and UVI-Net without TTT are always compared. ``options`` as for :func:`create_run`
+    (``method`` is ignored: every method is compared).
+    """
+    if sequenceNode is None:
+        raise ValueError("select an input sequence")
+    tasks = [ttt] if isinstance(ttt, (str, TTTTask)) else list(ttt)
+    options.pop("method", None)
+    count = sequenceNode.GetNumberOfDataNodes()
+    return EvaluationRun(scene, sequencesLogic, sequenceNode, frameA,
+                         count - 1 if frameB is None else frameB,
+                         [TTTTask(task) for task in tasks], engine_options(**options),
+                         python=python, tempParent=tempParent, onProgress=onProgress)
 
 
 def add_phantom_sequence(scene: slicer.vtkMRMLScene,
@@ -378,53 +768,17 @@ def add_phantom_sequence(scene: slicer.vtkMRMLScene,
     """The engine's synthetic 4D phantom as a sequence with a browser, shown in the views.
 
     It has an exact ground truth at every frame, which makes it the self-test's input and
-    the "TTT phantom" sample data set (generated here, nothing is downloaded).
+    the "TTT phantom" sample data set (generated here, nothing is downloaded). Only the
+    engine's numpy-only phantom code runs in this process: no file reader (nibabel, pynrrd)
+    and no torch, which a fresh Slicer does not have before the first Apply.
     """
     from TTTInterpolationLib.phantoms import make_phantom_sequence
-    from TTTInterpolationLib.volume_io import ras_affine_from_geometry
 
     phantom = make_phantom_sequence(kind, frames, size, seed)
     sequence = seq.sequence_from_arrays(scene, phantom.frames,
-                                        ras_affine_from_geometry(phantom.geometry),
+                                        seq.ras_from_lps(phantom.geometry.ijk_to_lps()),
                                         phantom.index_values, name, phantom.index_name,
                                         phantom.index_unit)
     browser = seq.browser_for(scene, sequencesLogic, sequence)
     seq.show_in_slice_views(scene, browser.GetProxyNode(sequence))
     return sequence
-
-
-@dataclass(frozen=True)
-class FrameScore:
-    """PSNR of one new frame and of linear blending at the same time point."""
-
-    indexValue: float
-    psnr: float
-    linearPsnr: float
-
-
-def score_against_truth(output: slicer.vtkMRMLSequenceNode, truth: slicer.vtkMRMLSequenceNode,
-                        itemA: int, itemB: int) -> list[FrameScore]:
-    """Compare each frame of ``output`` with the frame of ``truth`` at the same index value.
-
-    Intensities are scaled to [0, 1] by the range of the two input frames, as the published
-    metrics expect; linear blending of those two frames is the baseline.
-    """
-    truthValues = seq.index_values(truth)
-    stack = seq.frames_as_arrays(truth, [itemA, itemB])
-    low, high = float(stack.frames.min()), float(stack.frames.max())
-    scale = 1.0 / max(high - low, 1e-12)
-    first, last = ((f.astype(np.float64) - low) * scale for f in stack.frames)
-    va, vb = truthValues[itemA], truthValues[itemB]
-    from TTTInterpolationLib.metrics import psnr
-
-    scores = []
-    for item, value in enumerate(seq.index_values(output)):
-        match = truth.GetItemNumberFromIndexValue(output.GetNthIndexValue(item))
-        if match < 0:
-            raise ValueError(f"no ground-truth frame at index value {value:g}")
-        expected = (seq.array_ijk(seq.frame_volume(truth, match)) - low) * scale
-        predicted = (seq.array_ijk(seq.frame_volume(output, item)) - low) * scale
-        t = (value - va) / (vb - va)
-        linear = (1 - t) * first + t * last
-        scores.append(FrameScore(value, psnr(predicted, expected), psnr(linear, expected)))
-    return scores

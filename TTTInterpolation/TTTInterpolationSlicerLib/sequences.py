@@ -78,6 +78,13 @@ def same_grid(a: slicer.vtkMRMLVolumeNode, b: slicer.vtkMRMLVolumeNode,
             and bool(np.allclose(ijk_to_ras(a), ijk_to_ras(b), atol=atol)))
 
 
+def ras_from_lps(matrix: np.ndarray) -> np.ndarray:
+    """A voxel-to-LPS matrix (the engine's convention) as voxel-to-RAS (Slicer's): x, y negated."""
+    ras = np.array(matrix, dtype=np.float64)
+    ras[:2, :] *= -1.0
+    return ras
+
+
 def set_ijk_to_ras(volume: slicer.vtkMRMLVolumeNode, matrix: np.ndarray) -> None:
     volume.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(np.asarray(matrix, dtype=float)))
 
@@ -178,6 +185,31 @@ def sequence_from_arrays(scene: slicer.vtkMRMLScene, frames: np.ndarray, matrix:
     volumes = [volume_from_array(frame, matrix, f"{name}_{i}") for i, frame in enumerate(frames)]
     fill_sequence(sequence, list(zip((float(v) for v in values), volumes, strict=True)), template)
     return sequence
+
+
+def write_sequence_file(sequence: slicer.vtkMRMLSequenceNode, items: Sequence[int],
+                        path: Path) -> None:
+    """Write items ``items`` of ``sequence`` as one ``.seq.nrrd``, index values included.
+
+    The copy is made in a scratch scene, so the user's scene never sees it; the engine reads
+    the index values from the file, so unevenly spaced frames keep their true times.
+    """
+    scratch = slicer.vtkMRMLScene()
+    copy = scratch.AddNewNodeByClass(SEQUENCE_CLASS, sequence.GetName())
+    copy.SetIndexName(sequence.GetIndexName())
+    copy.SetIndexUnit(sequence.GetIndexUnit())
+    copy.SetIndexType(sequence.GetIndexType())
+    copy.SetNumericIndexValueTolerance(sequence.GetNumericIndexValueTolerance())
+    for item in items:
+        copy.SetDataNodeAtValue(frame_volume(sequence, item), sequence.GetNthIndexValue(item))
+    storage = scratch.AddNewNodeByClass("vtkMRMLVolumeSequenceStorageNode")
+    storage.SetFileName(str(path))
+    storage.SetUseCompression(0)
+    try:
+        if not storage.WriteData(copy):
+            raise OSError(f"could not write {path}")
+    finally:
+        scratch.Clear(1)
 
 
 def write_volume(volume: slicer.vtkMRMLVolumeNode, path: Path) -> None:
@@ -286,8 +318,43 @@ def copy_display(source: slicer.vtkMRMLVolumeNode | None,
         dst.SetAndObserveColorNodeID(src.GetColorNodeID())
 
 
+def nodes_of_class(scene: slicer.vtkMRMLScene, class_name: str) -> list[slicer.vtkMRMLNode]:
+    """Every node of ``class_name`` in ``scene``.
+
+    Indexed access instead of ``GetNodesByClass``: that returns a new collection the caller
+    would have to ``UnRegister`` (Python does not own it), so each call would leak one.
+    """
+    return [scene.GetNthNodeByClass(i, class_name)
+            for i in range(scene.GetNumberOfNodesByClass(class_name))]
+
+
 def show_in_slice_views(scene: slicer.vtkMRMLScene, volume: slicer.vtkMRMLVolumeNode) -> None:
     """Make ``volume`` the background of every slice view of ``scene``."""
-    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-    for i in range(composites.GetNumberOfItems()):
-        composites.GetItemAsObject(i).SetBackgroundVolumeID(volume.GetID())
+    for composite in nodes_of_class(scene, "vtkMRMLSliceCompositeNode"):
+        composite.SetBackgroundVolumeID(volume.GetID())
+
+
+SIDE_BY_SIDE_VIEWS = ("Red", "Yellow", "Green")
+
+
+def show_side_by_side(scene: slicer.vtkMRMLScene,
+                      volumes: Sequence[slicer.vtkMRMLVolumeNode | None]) -> None:
+    """Volume ``n`` in slice view ``SIDE_BY_SIDE_VIEWS[n]``, all views in Red's orientation.
+
+    Truth, prediction and error then show the same slice next to each other; with their
+    sequences synchronized to one browser, the slider scrubs all three together.
+    """
+    slices = {node.GetLayoutName(): node for node in nodes_of_class(scene, "vtkMRMLSliceNode")}
+    composites = {node.GetLayoutName(): node
+                  for node in nodes_of_class(scene, "vtkMRMLSliceCompositeNode")}
+    red = slices.get(SIDE_BY_SIDE_VIEWS[0])
+    orientation = red.GetOrientationString() if red is not None else ""
+    for view, volume in zip(SIDE_BY_SIDE_VIEWS, volumes, strict=False):
+        if view in composites and volume is not None:
+            composites[view].SetBackgroundVolumeID(volume.GetID())
+            composites[view].SetForegroundVolumeID(None)
+        target = slices.get(view)
+        # A reformatted (oblique) Red has no preset name to copy; the views then stay as set.
+        if target is not None and target is not red and target.HasSliceOrientationPreset(
+                orientation):
+            target.SetOrientation(orientation)

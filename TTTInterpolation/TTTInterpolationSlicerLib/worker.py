@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,10 @@ from typing import IO
 ENGINE_PACKAGE = "TTTInterpolationLib"
 INPUT_ERROR_EXIT_CODE = 2  # the engine's "bad input, one line on stderr" exit code
 STDERR_TAIL_LINES = 20
+TRANSCRIPT_LINES = 5000  # the engine log shown in the panel: everything, up to this many lines
+# Seconds a cancel may take in total (terminate, kill, reap, drain), so the GUI never waits
+# on several timeouts in a row.
+CANCEL_TIMEOUT = 3.0
 
 
 class LabelledEnum(enum.Enum):
@@ -121,8 +126,12 @@ class EngineOptions:
 
     def arguments(self) -> list[str]:
         """The option part of an ``interpolate`` command line."""
-        args = ["--method", self.method.value, "--ttt", self.ttt.value,
-                "--scheme", self.scheme.value, "--steps", str(self.steps),
+        return ["--method", self.method.value, "--ttt", self.ttt.value,
+                *self.shared_arguments()]
+
+    def shared_arguments(self) -> list[str]:
+        """Options that ``interpolate`` and ``evaluate`` take alike (all but method and task)."""
+        args = ["--scheme", self.scheme.value, "--steps", str(self.steps),
                 "--device", self.device.value, "--seed", str(self.seed)]
         if self.learning_rate is not None:
             args += ["--lr", repr(float(self.learning_rate))]
@@ -148,14 +157,37 @@ def interpolate_arguments(frame_a: Path, frame_b: Path, times: Sequence[float], 
             "--progress", "jsonl", "-o", str(output)]
 
 
-def find_python() -> str:
-    """Python to run the engine with: Slicer's ``PythonSlicer`` inside Slicer, else this one.
+def evaluate_arguments(sequence_file: Path, frames: tuple[int, int],
+                       tasks: Sequence[TTTTask], output_json: Path,
+                       options: EngineOptions) -> list[str]:
+    """Arguments of the engine's ``evaluate`` for one pair of frames of a sequence file.
 
-    Inside Slicer ``sys.executable`` is the application itself, not an interpreter, and
-    ``PythonSlicer`` is on ``PATH``; outside Slicer (tests, scripts) the running interpreter
-    already has the engine's dependencies.
+    The engine hides the frames between ``frames``, predicts them with linear blending,
+    UVI-Net and UVI-Net + each of ``tasks`` (in that order, one table row each) and writes
+    the rows to ``output_json``. ``options.method`` and ``options.ttt`` are not used: an
+    evaluation always compares all of these.
     """
-    return shutil.which("PythonSlicer") or sys.executable
+    a, b = frames
+    if not b - a >= 2:
+        raise ValueError(f"frame B ({b}) must be at least two items after frame A ({a}): "
+                         "the frames between them are the ones hidden and predicted")
+    return ["evaluate", str(sequence_file), "--frames", str(a), str(b), "--method", "uvinet",
+            "--ttt", *dict.fromkeys(t.value for t in tasks or [TTTTask.NONE]),
+            *options.shared_arguments(), "--progress", "jsonl", "--json", str(output_json)]
+
+
+def find_python() -> str:
+    """Python to run the engine with: ``sys.executable``, which is PythonSlicer inside Slicer.
+
+    Slicer sets ``sys.executable`` to its ``PythonSlicer`` launcher at start-up (it is found
+    on the ``PATH`` Slicer sets up, and then the engine sees Slicer's own site-packages);
+    outside Slicer (tests, scripts) it is the running interpreter, which has the engine's
+    dependencies. ``shutil.which("PythonSlicer")`` is the fallback should it be empty.
+    """
+    python = sys.executable or shutil.which("PythonSlicer")
+    if not python:
+        raise RuntimeError("no Python interpreter found to run the engine with (PythonSlicer)")
+    return python
 
 
 def engine_root() -> Path:
@@ -186,6 +218,9 @@ def engine_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     paths = [str(engine_root())] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["PYTHONUNBUFFERED"] = "1"
+    # The pipes are read as UTF-8; without this a Windows child writes its messages in the
+    # console code page and non-ASCII text (paths, units, errors) arrives garbled.
+    env["PYTHONIOENCODING"] = "utf-8"
     return env
 
 
@@ -220,6 +255,11 @@ class ProgressEvent:
     @property
     def is_done(self) -> bool:
         return self.stage == "done"
+
+    def describe(self) -> str:
+        """The event as one line of the engine log."""
+        text = f"[{self.stage} {100 * self.fraction:3.0f}%]"
+        return f"{text} {self.message}" if self.message else text
 
 
 class EngineError(RuntimeError):
@@ -260,6 +300,8 @@ class EngineJob:
         self.returncode: int | None = None
         self.last_event: ProgressEvent | None = None
         self.log_lines: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        # Everything the engine said, in arrival order, for the log view of the panel.
+        self._transcript: collections.deque[str] = collections.deque(maxlen=TRANSCRIPT_LINES)
         self._process: subprocess.Popen[str] | None = None
         self._events: queue.Queue[ProgressEvent] = queue.Queue()
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -291,14 +333,17 @@ class EngineJob:
             event = ProgressEvent.parse(line)
             if event is not None:
                 self._events.put(event)
+                self._transcript.append(event.describe())
             elif line.strip():
                 self.log_lines.append(line.rstrip())
+                self._transcript.append(line.rstrip())
         stream.close()
 
     def _read_stderr(self, stream: IO[str]) -> None:
         for line in stream:
             if line.strip():
                 self._stderr_tail.append(line.rstrip())
+                self._transcript.append(line.rstrip())
         stream.close()
 
     def poll(self) -> list[ProgressEvent]:
@@ -344,6 +389,11 @@ class EngineJob:
     def stderr(self) -> str:
         return "\n".join(self._stderr_tail)
 
+    @property
+    def transcript(self) -> str:
+        """Progress records, stdout and stderr lines in the order they arrived."""
+        return "\n".join(list(self._transcript))
+
     def error(self) -> EngineError:
         """The exception that describes a failed job, for the user and the log."""
         tail = self.stderr
@@ -361,31 +411,38 @@ class EngineJob:
         if self.state is JobState.FAILED:
             raise self.error()
 
-    def cancel(self, timeout: float = 5.0) -> None:
-        """Stop the engine and every process it started, then wait for all of them.
+    def cancel(self, timeout: float = CANCEL_TIMEOUT) -> None:
+        """Stop the engine and every process it started, within ``timeout`` seconds in all.
 
         ``PythonSlicer`` is a launcher that starts the real interpreter as its child, so
-        killing the direct child alone would leave the engine running.
+        killing the direct child alone would leave the engine running. Every wait shares one
+        deadline: the GUI thread calls this, and a process that escaped the tree but still
+        holds the pipes must not make it wait once per pipe. The reader threads are daemons;
+        one still blocked on such a pipe is left behind, not waited for.
         """
         if self.state is not JobState.RUNNING or self._process is None:
             return
+        deadline = time.monotonic() + timeout
         kill_process_tree(self._process.pid, timeout)
-        self._process.wait(timeout)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(max(0.0, deadline - time.monotonic()))
         for reader in self._readers:
-            reader.join(timeout)
+            reader.join(max(0.0, deadline - time.monotonic()))
         self._drain()
         self.returncode = self._process.returncode
         self.state = JobState.CANCELLED
 
 
-def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
-    """Terminate ``pid`` and all its descendants; kill whatever is still alive after ``timeout``.
+def kill_process_tree(pid: int, timeout: float = CANCEL_TIMEOUT) -> None:
+    """Terminate ``pid`` and all its descendants, kill the ones that ignore it; ``timeout`` in all.
 
+    Half the time is the grace period after the polite terminate, the rest is for the kill.
     psutil is imported here, not at the top, so the module loads in a Slicer that does not
     have it yet (the module offers to install it before the first run).
     """
     import psutil
 
+    deadline = time.monotonic() + timeout
     try:
         parent = psutil.Process(pid)
         processes = [*parent.children(recursive=True), parent]
@@ -394,8 +451,8 @@ def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
     for process in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.terminate()
-    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    _, alive = psutil.wait_procs(processes, timeout=timeout / 2)
     for process in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
-    psutil.wait_procs(alive, timeout=timeout)
+    psutil.wait_procs(alive, timeout=max(0.0, deadline - time.monotonic()))
