@@ -25,7 +25,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .losses import cycle_loss
-from .networks import UVINet, scaled_channels
+from .networks import ConvBlock, UVINet, scaled_channels
 
 ROTATION_PLANE = (2, 3)  # array axes 0 and 1 of a volume: the in-plane (short-axis/axial) plane
 
@@ -36,8 +36,8 @@ class RotationHead(nn.Module):
     def __init__(self, in_channels: int, width: float = 1.0) -> None:
         super().__init__()
         hidden = scaled_channels(32, width)
-        self.conv = nn.Sequential(nn.Conv3d(in_channels, hidden, 3, stride=2, padding=1),
-                                  nn.LeakyReLU(0.2))
+        self.conv = ConvBlock(nn.Conv3d(in_channels, hidden, 3, stride=2, padding=1),
+                              nn.LeakyReLU(0.2, inplace=True))
         self.fc = nn.Linear(hidden, 4)
 
     def forward(self, f2: torch.Tensor) -> torch.Tensor:
@@ -51,8 +51,9 @@ class MAEHead(nn.Module):
     def __init__(self, in_channels: int, width: float = 1.0, out_channels: int = 1) -> None:
         super().__init__()
         c1, c2 = scaled_channels(16, width), scaled_channels(8, width)
-        self.block2 = nn.Sequential(nn.Conv3d(in_channels, c1, 3, padding=1), nn.LeakyReLU(0.2))
-        self.block1 = nn.Sequential(nn.Conv3d(c1, c2, 3, padding=1), nn.LeakyReLU(0.2))
+        self.block2 = ConvBlock(nn.Conv3d(in_channels, c1, 3, padding=1),
+                                nn.LeakyReLU(0.2, inplace=True))
+        self.block1 = ConvBlock(nn.Conv3d(c1, c2, 3, padding=1), nn.LeakyReLU(0.2, inplace=True))
         self.out = nn.Conv3d(c2, out_channels, 3, padding=1)
 
     def forward(self, f2: torch.Tensor) -> torch.Tensor:

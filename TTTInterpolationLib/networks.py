@@ -26,13 +26,42 @@ def scaled_channels(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-def _conv(c_in: int, c_out: int, stride: int = 1, act: str | None = "leaky") -> nn.Sequential:
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the channels-last layout on CPU (oneDNN's fast 3D convolutions), else as is.
+
+    Layout only: values are unchanged. On CPU a 3x3x3 convolution runs 1.5-2x faster on
+    channels-last activations (forward and backward, float32 and bfloat16). One-channel
+    tensors (the frames) are contiguous in both layouts.
+    """
+    if x.device.type != "cpu" or x.dim() != 5:
+        return x
+    if x.shape[1] == 1 and x.stride(1) != 1:
+        # Contiguous in both layouts, but torch.cat would read it as channels-first and make
+        # its output channels-first (a slow strided copy, then another to convert it back).
+        return torch.empty_like(x, memory_format=torch.channels_last_3d).copy_(x)
+    return x.contiguous(memory_format=torch.channels_last_3d)
+
+
+class ConvBlock(nn.Sequential):
+    """3x3x3 convolution and its activation (in place: the convolution does not need its
+    output for its backward), run on channels-last input (see :func:`channels_last`).
+
+    A ``Sequential`` so checkpoint keys stay ``<name>.0.weight``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The output too: PyTorch's own kernel (taken for small float32 inputs) returns
+        # channels-first, which would make the next concatenation slow.
+        return channels_last(super().forward(channels_last(x)))
+
+
+def _conv(c_in: int, c_out: int, stride: int = 1, act: str | None = "leaky") -> ConvBlock:
     layers: list[nn.Module] = [nn.Conv3d(c_in, c_out, 3, stride=stride, padding=1)]
     if act == "leaky":
-        layers.append(nn.LeakyReLU(0.2))
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
     elif act == "relu":
-        layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+        layers.append(nn.ReLU(inplace=True))
+    return ConvBlock(*layers)
 
 
 def _small_init(conv: nn.Conv3d) -> nn.Conv3d:
@@ -79,7 +108,7 @@ class FlowNet(nn.Module):
 
     def forward(self, i0: torch.Tensor, i1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(phi01, phi10)``, each ``(B, 3, D1, D2, D3)``: phi01 samples I0 toward I1."""
-        x = torch.cat([i0, i1], dim=1)
+        x = channels_last(torch.cat([i0, i1], dim=1))
         skips = [x]
         for layer in self.encoder:
             x = layer(x)
@@ -88,7 +117,7 @@ class FlowNet(nn.Module):
         for layer, skip in zip(self.decoder, skips, strict=True):
             x = F.interpolate(layer(x), scale_factor=2, mode="nearest")
             x = torch.cat([x, skip], dim=1)
-        flow = self.head(self.remaining(x))
+        flow = self.head(self.remaining(x)).contiguous()
         return flow[:, :3], flow[:, 3:]
 
 
@@ -129,14 +158,16 @@ class RefineNet(nn.Module):
         self.out = _small_init(nn.Conv3d(3, 1, 3, padding=1))
 
     def forward(self, fused: torch.Tensor, warped0: Pyramid, warped1: Pyramid) -> torch.Tensor:
-        s0 = torch.cat([self.enc0(fused), warped0[0], warped1[0]], dim=1)
-        s1 = torch.cat([self.enc1(s0), warped0[1], warped1[1]], dim=1)
-        s2 = torch.cat([self.enc2(s1), warped0[2], warped1[2]], dim=1)
+        # One layout for every part of a concatenation (mixed layouts make a slow copy).
+        w0, w1 = [channels_last(f) for f in warped0], [channels_last(f) for f in warped1]
+        s0 = torch.cat([self.enc0(fused), w0[0], w1[0]], dim=1)
+        s1 = torch.cat([self.enc1(s0), w0[1], w1[1]], dim=1)
+        s2 = torch.cat([self.enc2(s1), w0[2], w1[2]], dim=1)
         x = F.interpolate(self.dec2(s2), scale_factor=2, mode="trilinear", align_corners=False)
         x = F.interpolate(self.dec1(torch.cat([x, s1], 1)), scale_factor=2, mode="trilinear",
                           align_corners=False)
         x = self.dec0(torch.cat([x, s0], dim=1))
-        return self.out(self.tail(torch.cat([x, fused], dim=1)))
+        return self.out(self.tail(torch.cat([x, channels_last(fused)], dim=1)))
 
 
 def _time_tensor(t: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
