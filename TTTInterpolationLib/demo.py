@@ -14,6 +14,7 @@ pyplot, so running the demo from a notebook or Slicer never switches the host's 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -34,7 +35,8 @@ DEMO_FRAMES = 10
 
 
 def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-").replace("--", "-")
+    """File-name part of a row label: lower case, each run of other characters one dash."""
+    return re.sub(r"[^0-9a-z]+", "-", label.lower()).strip("-")
 
 
 def save_figure(path: str | os.PathLike, seq: Sequence4D, evaluation: Evaluation) -> None:
