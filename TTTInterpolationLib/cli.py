@@ -32,11 +32,17 @@ from .errors import InputError
 EXIT_INPUT = 2
 
 
+def _one_line(message: str) -> str:
+    """The message with line breaks shown as ``\\n``: user text (a --cases value, a file
+    name) may hold them, and bad input must stay one line on stderr."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (and exit 2) instead of usage + error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {_one_line(message)} (see --help)\n")
 
 
 def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False,
@@ -387,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except InputError as exc:
-        print(f"tttinterp: error: {exc}", file=sys.stderr)
+        print(f"tttinterp: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
         print("tttinterp: interrupted", file=sys.stderr)

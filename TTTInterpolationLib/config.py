@@ -8,6 +8,7 @@ Slicer module share the same checks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -39,6 +40,20 @@ PHANTOM_KINDS = ("cardiac", "lung")
 #: 128 x 128, 32 slices; docs/method-notes.md §6).
 DEFAULT_GRID_SIZE: tuple[int, int, int] = (128, 128, 32)
 
+#: Seeds go to torch and numpy generators: non-negative and within a signed 64-bit integer.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int, what: str = "seed") -> int:
+    """``seed`` if it is a whole number in [0, MAX_SEED], else one InputError line.
+
+    Why: torch.manual_seed raises a bare ValueError (a traceback) beyond 64 bits, numpy
+    refuses negative seeds; checked here, the message names the option instead.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"{what} must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
+    return seed
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -57,8 +72,8 @@ class ModelConfig:
     heads: str = "features"
 
     def __post_init__(self) -> None:
-        if self.width <= 0:
-            raise InputError(f"model width must be positive, got {self.width}")
+        if not (math.isfinite(self.width) and self.width > 0):
+            raise InputError(f"model width must be positive and finite, got {self.width}")
         if not 0.0 < self.mae_mask_ratio < 1.0:
             raise InputError(f"MAE mask ratio must be in (0, 1), got {self.mae_mask_ratio}")
         object.__setattr__(self, "mae_patch", tuple(int(p) for p in self.mae_patch))
@@ -122,10 +137,13 @@ class TTTConfig:
             _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.steps < 0:
             raise InputError(f"TTT steps must be >= 0, got {self.steps}")
-        if self.lr is not None and not self.lr > 0:
-            raise InputError(f"learning rate must be > 0, got {self.lr}")
-        if self.weight_decay is not None and self.weight_decay < 0:
-            raise InputError(f"weight decay must be >= 0, got {self.weight_decay}")
+        check_seed(self.seed)
+        # NaN fails every comparison and inf passes "> 0": both need the finite check.
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"learning rate must be > 0 and finite, got {self.lr}")
+        if self.weight_decay is not None and not (math.isfinite(self.weight_decay)
+                                                  and self.weight_decay >= 0):
+            raise InputError(f"weight decay must be >= 0 and finite, got {self.weight_decay}")
 
     @property
     def enabled(self) -> bool:

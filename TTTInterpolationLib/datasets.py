@@ -345,12 +345,15 @@ def write_phantom_pairs(folder: str | os.PathLike, count: int, kind: str = "card
 
     if count < 1:
         raise InputError(f"--pairs must be >= 1, got {count}")
-    root = Path(folder)
-    root.mkdir(parents=True, exist_ok=True)
     ed_index, es_index = end_frames(kind, n_frames)
+    first = make_phantom_sequence(kind, n_frames, size, seed, shift)  # checks every setting
+    root = Path(folder)  # made only once the settings are known to be good
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root} is a file; give a folder for the phantom pairs")
+    root.mkdir(parents=True, exist_ok=True)
     written = []
     for k in range(count):
-        seq = make_phantom_sequence(kind, n_frames, size, seed + k, shift)
+        seq = first if k == 0 else make_phantom_sequence(kind, n_frames, size, seed + k, shift)
         for tag, index in (("ED", ed_index), ("ES", es_index)):
             path = root / f"phantom{seed + k:03d}_{tag}.nii.gz"
             write_volume(path, seq.frames[index], seq.geometry)

@@ -14,6 +14,7 @@ pyplot, so running the demo from a notebook or Slicer never switches the host's 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from .api import UNTRAINED_NOTE, Evaluation, evaluate_sequence, format_table
 from .atomic import atomic_write, atomic_write_json, atomic_write_text
+from .errors import InputError
 from .phantoms import Shift, end_frames, make_phantom_sequence
 from .progress import make_progress
 from .settings import EvalSetting, evaluation_settings
@@ -33,7 +35,8 @@ DEMO_FRAMES = 10
 
 
 def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-").replace("--", "-")
+    """File-name part of a row label: lower case, each run of other characters one dash."""
+    return re.sub(r"[^0-9a-z]+", "-", label.lower()).strip("-")
 
 
 def save_figure(path: str | os.PathLike, seq: Sequence4D, evaluation: Evaluation) -> None:
@@ -78,19 +81,26 @@ def save_figure(path: str | os.PathLike, seq: Sequence4D, evaluation: Evaluation
 def run_demo(out: str | os.PathLike = "tttinterp-demo", steps: int = 10, device: str = "auto",
              weights: str | os.PathLike | None = None, progress_kind: str | None = "bar",
              seed: int = 0) -> Evaluation:
-    """Run the demo and write its files into ``out`` (created if missing)."""
+    """Run the demo and write its files into ``out`` (created if missing).
+
+    Settings and weights are checked before the folder is made, so bad input leaves nothing.
+    """
     from .api import load_model
 
+    settings = evaluation_settings(EvalSetting("linear blending", "linear"), ["cycle"],
+                                   steps=steps, seed=seed)
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    progress = make_progress(progress_kind)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--out {folder} is a file; give a folder for the demo's results")
+    if not folder.parent.is_dir():
+        raise InputError(f"the folder {folder.parent} for --out does not exist; create it first")
     loaded = load_model(weights, device, seed=seed)
+    folder.mkdir(exist_ok=True)
+    progress = make_progress(progress_kind)
     if not loaded.trained:
         print(f"tttinterp: note: {UNTRAINED_NOTE}", file=sys.stderr)
     seq = make_phantom_sequence("cardiac", DEMO_FRAMES, DEMO_SIZE, seed=seed, shift=DEMO_SHIFT)
     ed, es = end_frames("cardiac", DEMO_FRAMES)
-    settings = evaluation_settings(EvalSetting("linear blending", "linear"), ["cycle"],
-                                   steps=steps, seed=seed)
     evaluation = evaluate_sequence(seq, [(ed, es)], settings, model=loaded, seed=seed,
                                    progress=progress)
     progress.update("write", 0.99, f"writing results to {folder}")

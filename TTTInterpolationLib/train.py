@@ -26,6 +26,7 @@ uninterrupted run would be. (CUDA kernels are not all deterministic.)
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -39,7 +40,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .augment import AugmentOptions
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import AUGMENT_CHOICES, DEFAULT_GRID_SIZE, HEAD_TRUNKS, ModelConfig
+from .config import AUGMENT_CHOICES, DEFAULT_GRID_SIZE, HEAD_TRUNKS, ModelConfig, check_seed
 from .datasets import PairDataset, check_zoom, find_pairs, split_validation
 from .device import resolve_device
 from .distributed import DistContext, backend_for, process_group, rank_device, state_digest
@@ -83,14 +84,13 @@ class TrainOptions:
         if len(self.size) != 3 or any(s < MULTIPLE or s % MULTIPLE for s in self.size):
             raise InputError(f"--size must be three multiples of {MULTIPLE}, got {self.size}")
         check_zoom(self.zoom)
-        if not self.lr > 0:
-            raise InputError(f"--lr must be > 0, got {self.lr}")
-        if self.seed < 0:
-            raise InputError(f"--seed must be >= 0, got {self.seed}")
-        if self.aux_weight < 0:
-            raise InputError(f"--aux-weight must be >= 0, got {self.aux_weight}")
-        if not self.width > 0:
-            raise InputError(f"--width must be > 0, got {self.width}")
+        if not (math.isfinite(self.lr) and self.lr > 0):  # inf passes "> 0", NaN fails it
+            raise InputError(f"--lr must be > 0 and finite, got {self.lr}")
+        check_seed(self.seed, "--seed")
+        if not (math.isfinite(self.aux_weight) and self.aux_weight >= 0):
+            raise InputError(f"--aux-weight must be >= 0 and finite, got {self.aux_weight}")
+        if not (math.isfinite(self.width) and self.width > 0):
+            raise InputError(f"--width must be > 0 and finite, got {self.width}")
         if self.val_every < 1:
             raise InputError(f"--val-every must be >= 1, got {self.val_every}")
         if self.val_data is not None and self.val_fraction:

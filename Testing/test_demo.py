@@ -8,7 +8,7 @@ import matplotlib
 import pytest
 
 from TTTInterpolationLib.api import EvalSetting, evaluate_sequence
-from TTTInterpolationLib.demo import save_figure
+from TTTInterpolationLib.demo import _slug, save_figure
 from TTTInterpolationLib.errors import InputError
 from TTTInterpolationLib.phantoms import make_phantom_sequence
 
@@ -40,3 +40,9 @@ def test_demo_figure_does_not_switch_the_hosts_matplotlib_backend(tmp_path: Path
     finally:
         matplotlib.use(before)
     assert (tmp_path / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_prediction_file_names_have_single_dashes() -> None:
+    """Was: uvi-net--ttt-cycle-online.seq.nrrd (one pass of replace('--', '-'))."""
+    assert _slug("UVI-Net + TTT cycle (online)") == "uvi-net-ttt-cycle-online"
+    assert _slug("linear blending") == "linear-blending"

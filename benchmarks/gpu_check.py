@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from TTTInterpolationLib.config import TTTConfig
+from TTTInterpolationLib.config import DEFAULT_GRID_SIZE, TTTConfig
 from TTTInterpolationLib.device import resolve_device
 from TTTInterpolationLib.heads import TTTModel
 from TTTInterpolationLib.metrics import psnr
@@ -42,7 +42,7 @@ from TTTInterpolationLib.phantoms import (
 from TTTInterpolationLib.precision import needs_grad_scaler, resolve_precision
 from TTTInterpolationLib.ttt import Case, run_ttt
 
-CUDA_DEFAULTS = {"size": (128, 128, 32), "steps": 300}  # the published cardiac grid
+CUDA_DEFAULTS = {"size": DEFAULT_GRID_SIZE, "steps": 300}  # the published cardiac grid
 CPU_DEFAULTS = {"size": (32, 32, 16), "steps": 2}  # a smoke run, not a measurement
 FRAMES_PER_CYCLE = 10
 TASKS = ("rotation", "mae", "cycle")
@@ -183,7 +183,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cuda or cpu")
     p.add_argument("--size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
-                   help="grid (default 128 128 32 on CUDA, 32 32 16 on CPU)")
+                   help=f"grid (default {' '.join(map(str, CUDA_DEFAULTS['size']))} on CUDA, "
+                   f"{' '.join(map(str, CPU_DEFAULTS['size']))} on CPU)")
     p.add_argument("--steps", type=int, default=None,
                    help="training steps (default 300 on CUDA, 2 on CPU)")
     p.add_argument("--ttt-steps", type=int, default=10, help="TTT steps per case (default 10)")
