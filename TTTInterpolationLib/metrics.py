@@ -62,6 +62,10 @@ def box_sum(x: torch.Tensor, window: int) -> torch.Tensor:
     for axis in range(3):
         kernel, padding = [1, 1, 1], [0, 0, 0]
         kernel[axis], padding[axis] = window, pad
+        if y.shape[2 + axis] < window:  # pooling refuses inputs smaller than the window
+            widths = [0] * 6
+            widths[2 * (2 - axis)] = widths[2 * (2 - axis) + 1] = pad
+            y, padding[axis] = F.pad(y, widths), 0
         y = F.avg_pool3d(y, tuple(kernel), stride=1, padding=tuple(padding),
                          count_include_pad=True, divisor_override=1)
     return y.reshape(b, c, *x.shape[2:])
