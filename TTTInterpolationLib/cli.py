@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint to continue from (its .optim.pt restores Adam too)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="auto: bf16 (or fp16) autocast on CUDA, fp32 elsewhere; bf16 may be "
-                   "forced on CPU (fast on CPUs with bfloat16 units)")
+                   "forced on CPU (about 2x faster on CPUs with bfloat16 units, AVX512-BF16/AMX)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar")
