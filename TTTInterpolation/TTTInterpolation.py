@@ -632,7 +632,7 @@ class TTTInterpolationTest(ScriptedLoadableModuleTest):
 
     def test_phantomInterpolation(self) -> None:
         """Frames between ED and ES of the phantom: count, index values, geometry."""
-        from TTTInterpolationLib.phantoms import end_frames
+        from TTTInterpolationLib.data.phantoms.sequences import end_frames
 
         self.delayDisplay("Creating the phantom")
         phantom = TTTInterpolationLogic().loadPhantom(frames=10, size=(64, 64, 32))
@@ -651,7 +651,7 @@ class TTTInterpolationTest(ScriptedLoadableModuleTest):
 
     def test_phantomEvaluation(self) -> None:
         """Evaluate mode on the phantom: cycle TTT beats linear blending against the truth."""
-        from TTTInterpolationLib.phantoms import end_frames
+        from TTTInterpolationLib.data.phantoms.sequences import end_frames
 
         phantom = TTTInterpolationLogic().loadPhantom(frames=10, size=(64, 64, 32))
         itemA, itemB = end_frames("cardiac", 10)

@@ -1,5 +1,5 @@
 """The ``tttinterp`` command line (also ``python -m TTTInterpolationLib``): a thin layer over
-:mod:`TTTInterpolationLib.api`.
+:mod:`TTTInterpolationLib.workflows`.
 
 Bad input ends with one line on stderr and exit code 2, no traceback and nothing written;
 heavy modules (torch) are imported only once a command runs.
@@ -95,7 +95,7 @@ def _frame_pair(values: Sequence[int]) -> tuple[int, int]:
 
 def _note_untrained(args: argparse.Namespace, progress: Any) -> None:
     """Say plainly when UVI-Net runs untrained."""
-    from .api import UNTRAINED, UNTRAINED_NOTE, default_weights
+    from .models.loading import UNTRAINED, UNTRAINED_NOTE, default_weights
 
     if args.method != "uvinet":
         return
@@ -105,10 +105,11 @@ def _note_untrained(args: argparse.Namespace, progress: Any) -> None:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from .api import check_request, interpolate_sequence, times_between
     from .config import TTTConfig
-    from .progress import make_progress
-    from .volume_io import check_output_path, read_4d, write_4d
+    from .fileio.volume_io import check_output_path, read_4d, write_4d
+    from .runtime.progress import make_progress
+    from .workflows.inference import interpolate_sequence
+    from .workflows.validation import check_request, times_between
 
     config = TTTConfig.from_options(args.ttt, scheme=args.scheme, **_ttt_options(args))
     check_output_path(args.output)
@@ -130,10 +131,11 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 def _evaluation_cases(args: argparse.Namespace, progress: Any) -> tuple[list[Any], Any]:
     """The cases of ``evaluate``: rows of ``--cases``, or ``--frames`` pairs of the INPUT."""
-    from .api import check_request, make_case
-    from .phantoms import Shift
-    from .sequence_cases import load_cases, shift_sequence_frames
-    from .volume_io import read_4d
+    from .data.phantoms.shifts import Shift
+    from .fileio.volume_io import read_4d
+    from .workflows.evaluation import make_case
+    from .workflows.sequence_cases import load_cases, shift_sequence_frames
+    from .workflows.validation import check_request
 
     shift = Shift.parse(args.shift) if args.shift else None
     if args.cases is not None:
@@ -153,12 +155,12 @@ def _evaluation_cases(args: argparse.Namespace, progress: Any) -> tuple[list[Any
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .api import format_table
-    from .distributed import DistContext
-    from .parallel_eval import evaluate_rows
-    from .progress import make_progress
-    from .settings import EvalSetting, evaluation_settings
-    from .volume_io import check_output_path
+    from .fileio.volume_io import check_output_path
+    from .runtime.distributed import DistContext
+    from .runtime.progress import make_progress
+    from .workflows.evaluation import format_table
+    from .workflows.parallel_eval import evaluate_rows
+    from .workflows.settings import EvalSetting, evaluation_settings
 
     if args.json:
         check_output_path(args.json, suffixes=(".json",))
@@ -179,7 +181,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     table = format_table(rows)
     print(table, file=sys.stderr if args.progress == "jsonl" else sys.stdout)
     if args.json:
-        from .atomic import atomic_write_json
+        from .fileio.atomic import atomic_write_json
 
         # One object: what was evaluated, then the table (one row per setting) and each case's
         # means. Non-finite scores (the PSNR of an exact prediction) are written as null.
@@ -192,10 +194,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate_pairs(args: argparse.Namespace) -> int:
     """Registration NCC, Dice and cycle PSNR on real ED/ES pairs (see realdata_eval)."""
-    from .atomic import atomic_write_json
-    from .progress import make_progress
-    from .realdata_eval import check_request, evaluate_pairs, format_pairs_table, pair_settings
-    from .volume_io import check_output_path
+    from .fileio.atomic import atomic_write_json
+    from .fileio.volume_io import check_output_path
+    from .runtime.progress import make_progress
+    from .workflows.realdata.evaluate import (
+        check_request,
+        evaluate_pairs,
+        format_pairs_table,
+        pair_settings,
+    )
 
     if args.json:
         check_output_path(args.json, suffixes=(".json",))
@@ -216,7 +223,7 @@ def cmd_evaluate_pairs(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate_pairs_parser(sub: Any) -> None:
-    # The default case selection spelled out (realdata_eval.TEST_SPLIT): importing that module
+    # The default case selection spelled out (realdata.cases.TEST_SPLIT): importing that module
     # here would load torch for every command, even --help.
     p = sub.add_parser("evaluate-pairs", help="score the motion between real ED/ES pairs with "
                        "labels (registration NCC, Dice, cycle PSNR), before and after TTT")
@@ -234,9 +241,10 @@ def _add_evaluate_pairs_parser(sub: Any) -> None:
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
-    from .datasets import write_phantom_pairs
-    from .phantoms import Shift, make_phantom_sequence
-    from .volume_io import check_output_path, write_4d
+    from .data.datasets import write_phantom_pairs
+    from .data.phantoms.sequences import make_phantom_sequence
+    from .data.phantoms.shifts import Shift
+    from .fileio.volume_io import check_output_path, write_4d
 
     shift = Shift.parse(args.shift) if args.shift else None
     size = tuple(args.size)
@@ -253,7 +261,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .workflows.demo import run_demo
 
     run_demo(args.out, steps=args.steps, device=args.device, weights=args.weights,
              progress_kind=args.progress)
@@ -261,8 +269,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .distributed import DistContext
-    from .train import TrainOptions, curve_path, train
+    from .runtime.distributed import DistContext
+    from .workflows.train import TrainOptions, curve_path, train
 
     options = TrainOptions(data=args.data, out=args.out, epochs=args.epochs,
                            size=tuple(args.size), zoom=tuple(args.zoom), limit=args.limit,

@@ -29,7 +29,7 @@ ADAPT = ("auto", "trunk", "features", "all")
 HEAD_TRUNKS = ("flow", "features")
 #: Rows of a case list (``evaluate --cases``): the ACDC 4D split names, or every row.
 SPLITS = ("all", "validation", "test")
-#: Training augmentation: ``default`` = crops, time reversal, intensity shifts (augment.py).
+#: Training augmentation: ``default`` = crops, time reversal, intensity shifts (data/augment.py).
 AUGMENT_CHOICES = ("default", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PROGRESS_KINDS = ("bar", "jsonl", "none")

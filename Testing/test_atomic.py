@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from TTTInterpolationLib.atomic import atomic_write, atomic_write_json, strict_json
 from TTTInterpolationLib.errors import InputError
+from TTTInterpolationLib.fileio.atomic import atomic_write, atomic_write_json, strict_json
 
 
 def _refuse_json_constants(name: str) -> None:

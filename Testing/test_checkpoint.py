@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from TTTInterpolationLib.checkpoint import load_checkpoint, save_checkpoint
 from TTTInterpolationLib.config import ModelConfig
 from TTTInterpolationLib.errors import InputError
-from TTTInterpolationLib.hashing import sha256_file
-from TTTInterpolationLib.heads import TTTModel
+from TTTInterpolationLib.fileio.hashing import sha256_file
+from TTTInterpolationLib.models.checkpoint import load_checkpoint, save_checkpoint
+from TTTInterpolationLib.models.ttt_model import TTTModel
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from TTTInterpolationLib.phantoms import make_phantom_sequence
-from TTTInterpolationLib.volume import Sequence4D
-from TTTInterpolationLib.volume_io import read_4d, write_4d, write_volume
+from TTTInterpolationLib.data.phantoms.sequences import make_phantom_sequence
+from TTTInterpolationLib.data.volume import Sequence4D
+from TTTInterpolationLib.fileio.volume_io import read_4d, write_4d, write_volume
 
 SIZE = (32, 32, 16)
 

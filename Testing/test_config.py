@@ -3,8 +3,8 @@
 import pytest
 
 from TTTInterpolationLib.config import ModelConfig, TTTConfig
-from TTTInterpolationLib.device import resolve_device
 from TTTInterpolationLib.errors import InputError
+from TTTInterpolationLib.runtime.device import resolve_device
 
 
 @pytest.mark.parametrize(

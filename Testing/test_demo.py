@@ -7,10 +7,11 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from TTTInterpolationLib.api import EvalSetting, evaluate_sequence
-from TTTInterpolationLib.demo import _slug, save_figure
+from TTTInterpolationLib.data.phantoms.sequences import make_phantom_sequence
 from TTTInterpolationLib.errors import InputError
-from TTTInterpolationLib.phantoms import make_phantom_sequence
+from TTTInterpolationLib.workflows.demo import _slug, save_figure
+from TTTInterpolationLib.workflows.evaluation import evaluate_sequence
+from TTTInterpolationLib.workflows.settings import EvalSetting
 
 
 @pytest.fixture(scope="module")

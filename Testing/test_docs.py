@@ -12,7 +12,7 @@ NOTES = ROOT / "docs" / "method-notes.md"
 def test_cited_method_note_sections_exist() -> None:
     sections = set(re.findall(r"^## (\d+)\.", NOTES.read_text(encoding="utf-8"), re.M))
     cited: dict[str, set[str]] = {}
-    for path in [*ROOT.glob("TTTInterpolationLib/*.py"), *ROOT.glob("benchmarks/*.py")]:
+    for path in [*ROOT.glob("TTTInterpolationLib/**/*.py"), *ROOT.glob("benchmarks/*.py")]:
         text = path.read_text(encoding="utf-8")
         assert "method.md" not in text.replace("method-notes.md", ""), f"{path} cites method.md"
         for number in re.findall(r"method[- ]notes(?:\.md)? §(\d+)(?:, §(\d+))?", text):

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from TTTInterpolationLib.config import ModelConfig
-from TTTInterpolationLib.heads import TTTModel, random_patch_mask
+from TTTInterpolationLib.models.ttt_model import TTTModel
+from TTTInterpolationLib.nn.heads import random_patch_mask
 
 
 def test_rotation_head_works_on_non_square_volumes():

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from TTTInterpolationLib.losses import charbonnier, cycle_loss, grad_l2, ncc_loss
-from TTTInterpolationLib.networks import UVINet
+from TTTInterpolationLib.nn.losses import charbonnier, cycle_loss, grad_l2, ncc_loss
+from TTTInterpolationLib.nn.networks import UVINet
 
 
 def test_grad_l2_of_a_linear_field_is_hand_computed():

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from TTTInterpolationLib import metrics
+from TTTInterpolationLib.nn import metrics
 
 
 def _rand(shape=(20, 18, 12), seed=0):

@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from TTTInterpolationLib.errors import InputError
-from TTTInterpolationLib.model_grid import (
+from TTTInterpolationLib.data.model_grid import (
     MIN_SIZE,
     MULTIPLE,
     GridMapping,
@@ -20,6 +19,7 @@ from TTTInterpolationLib.model_grid import (
     plan_mapping,
     to_model_grid,
 )
+from TTTInterpolationLib.errors import InputError
 
 
 @pytest.mark.parametrize(

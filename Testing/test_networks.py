@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from TTTInterpolationLib.config import ModelConfig
-from TTTInterpolationLib.networks import UVINet, check_spatial_size
+from TTTInterpolationLib.nn.networks import UVINet, check_spatial_size
 
 
 def _count(module: torch.nn.Module) -> int:

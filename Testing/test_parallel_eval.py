@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from TTTInterpolationLib.api import load_model
-from TTTInterpolationLib.parallel_eval import model_on
+from TTTInterpolationLib.models.loading import load_model
+from TTTInterpolationLib.workflows.parallel_eval import model_on
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,10 +28,12 @@ def test_model_on_moves_a_copy_and_leaves_the_callers_model_alone():
 
 _RANK_SCRIPT = textwrap.dedent("""
     import sys, torch
-    from TTTInterpolationLib.api import EvalSetting, load_model, make_case
-    from TTTInterpolationLib.distributed import DistContext
-    from TTTInterpolationLib.parallel_eval import evaluate_rows
-    from TTTInterpolationLib.phantoms import make_phantom_sequence
+    from TTTInterpolationLib.workflows.settings import EvalSetting
+    from TTTInterpolationLib.models.loading import load_model
+    from TTTInterpolationLib.workflows.evaluation import make_case
+    from TTTInterpolationLib.runtime.distributed import DistContext
+    from TTTInterpolationLib.workflows.parallel_eval import evaluate_rows
+    from TTTInterpolationLib.data.phantoms.sequences import make_phantom_sequence
 
     ctx = DistContext.from_env()
     seq = make_phantom_sequence("cardiac", 10, (32, 32, 16), seed=0)

@@ -12,18 +12,23 @@ import math
 import numpy as np
 import pytest
 
-from TTTInterpolationLib import phantoms
-from TTTInterpolationLib.errors import InputError
-from TTTInterpolationLib.phantoms import (
-    KINDS,
-    Shift,
-    apply_shift,
+from TTTInterpolationLib.config import PHANTOM_KINDS as KINDS
+from TTTInterpolationLib.data.phantoms import cardiac, sequences, shapes
+from TTTInterpolationLib.data.phantoms.lung import (
+    _hu_to_unit,
+    _lung_motion,
+    _lung_params,
+    breathing_curve,
+)
+from TTTInterpolationLib.data.phantoms.sequences import (
     end_frames,
     make_phantom_sequence,
     phantom_frames,
     phase_of_frame,
 )
-from TTTInterpolationLib.volume import Sequence4D
+from TTTInterpolationLib.data.phantoms.shifts import Shift, apply_shift
+from TTTInterpolationLib.data.volume import Sequence4D
+from TTTInterpolationLib.errors import InputError
 
 SMALL = (32, 24, 16)  # non-cubic and fast
 ES_PHASE = {"cardiac": 0.4, "lung": 0.5}  # second end frame of each kind
@@ -87,7 +92,7 @@ def test_motion_is_large_and_not_a_linear_blend(kind: str) -> None:
 
 def test_soft_edges_are_about_one_voxel_wide() -> None:
     # For a sphere the first-order distance (rho - 1) / |grad rho| is exact: (r - R) / spacing.
-    sphere = phantoms._Ellipsoid((0.0, 0.0, 0.0), (10.0, 10.0, 10.0))
+    sphere = shapes._Ellipsoid((0.0, 0.0, 0.0), (10.0, 10.0, 10.0))
     r = np.array([0.0, 4.0, 10.0, 12.0, 16.0], dtype=np.float32).reshape(5, 1, 1)
     coords = (r, np.zeros((1, 1, 1), np.float32), np.zeros((1, 1, 1), np.float32))
     spacing = (2.0, 3.0, 5.0)
@@ -125,10 +130,10 @@ def test_end_frames(kind: str, n: int, expected: tuple[int, int]) -> None:
 def test_end_frames_are_the_extremes_of_the_motion() -> None:
     _, es = end_frames("cardiac", 10)
     _, exhale = end_frames("lung", 10)
-    assert phantoms.cardiac_contraction(phase_of_frame(es, 10)) == 1.0
-    assert phantoms.breathing_curve(phase_of_frame(exhale, 10)) == 1.0
-    assert phantoms.cardiac_contraction(0.0) == phantoms.breathing_curve(0.0) == 0.0
-    assert phantoms.cardiac_contraction(0.85) == 0.0  # relaxed before the next beat
+    assert cardiac.cardiac_contraction(phase_of_frame(es, 10)) == 1.0
+    assert breathing_curve(phase_of_frame(exhale, 10)) == 1.0
+    assert cardiac.cardiac_contraction(0.0) == breathing_curve(0.0) == 0.0
+    assert cardiac.cardiac_contraction(0.85) == 0.0  # relaxed before the next beat
 
 
 def test_end_frames_errors() -> None:
@@ -183,11 +188,11 @@ def crossing(profile: np.ndarray, level: float, start: int = 0, rising: bool = F
 
 
 @pytest.fixture(scope="module")
-def cardiac_mid_slices() -> tuple[phantoms._CardiacParams, np.ndarray, tuple[float, float], float]:
+def cardiac_mid_slices() -> tuple[cardiac._CardiacParams, np.ndarray, tuple[float, float], float]:
     """ED and ES of a mid-ventricular slice (96 x 96 in-plane, 2 mm voxels), LV centre in voxels."""
     size, seed = (96, 96, 32), 0
-    params = phantoms._cardiac_params(seed)
-    spacing = phantoms.phantom_geometry("cardiac", size).spacing
+    params = cardiac._cardiac_params(seed)
+    spacing = sequences.phantom_geometry("cardiac", size).spacing
     z = params.base + 0.35 * (params.apex - params.base)
     k = round(z / spacing[2] + (size[2] - 1) / 2)
     frames = phantom_frames("cardiac", [0.0, 0.4], size, seed)[:, :, :, k]
@@ -209,8 +214,8 @@ def test_lv_cavity_area_shrinks_by_design(cardiac_mid_slices) -> None:
     designed = (1.0 - params.cavity_shrink) ** 2  # radius shrinks by cavity_shrink at ES
     # Base-to-apex shortening brings a wider part of the cavity into this slice: up to ~+10 %.
     assert designed * 0.95 < ratio < designed * 1.2
-    assert phantoms.CARDIAC_CAVITY_SHRINK[0] <= params.cavity_shrink
-    assert params.cavity_shrink <= phantoms.CARDIAC_CAVITY_SHRINK[1]
+    assert cardiac.CARDIAC_CAVITY_SHRINK[0] <= params.cavity_shrink
+    assert params.cavity_shrink <= cardiac.CARDIAC_CAVITY_SHRINK[1]
 
 
 def test_myocardium_thickens_at_end_systole(cardiac_mid_slices) -> None:
@@ -247,10 +252,10 @@ def test_far_tissue_barely_moves() -> None:
 
 def test_diaphragm_moves_up_at_exhale() -> None:
     size, seed = (48, 48, 64), 0
-    params = phantoms._lung_params(seed)
-    spacing = phantoms.phantom_geometry("lung", size).spacing
+    params = _lung_params(seed)
+    spacing = sequences.phantom_geometry("lung", size).spacing
     inhale, exhale = phantom_frames("lung", [0.0, 0.5], size, seed)
-    level = 0.5 * (phantoms._hu_to_unit(params.hu_tissue) + phantoms._hu_to_unit(params.hu_lung))
+    level = 0.5 * (_hu_to_unit(params.hu_tissue) + _hu_to_unit(params.hu_lung))
     shifts = []
     for lung in params.lungs:  # column through the centre of each lung, bottom to top
         cx, cy, _ = lung.shape.centre
@@ -263,9 +268,9 @@ def test_diaphragm_moves_up_at_exhale() -> None:
 
 
 def test_lung_motion_is_mostly_superior_inferior() -> None:
-    params = phantoms._lung_params(0)
+    params = _lung_params(0)
     centre = tuple(np.array([[[c]]], dtype=np.float32) for c in params.tumour.centre)
-    material = phantoms._lung_motion(params, centre, 1.0)
+    material = _lung_motion(params, centre, 1.0)
     dx, dy, dz = (float(np.squeeze(m - c)) for m, c in zip(material, centre, strict=True))
     assert abs(dz) > 5.0
     assert abs(dz) > 2.0 * math.hypot(dx, dy)
@@ -485,7 +490,7 @@ def test_sequence_geometry(kind: str, size: tuple[int, int, int], spacing: tuple
     assert 160 <= fov[0] <= 400 and fov[0] == fov[1]
     # The centre of the field of view stays put whatever the grid size.
     centre = geometry.ijk_to_lps() @ np.append((np.array(size) - 1) / 2, 1.0)
-    assert centre[:3] == pytest.approx(phantoms._CENTRE_LPS[kind])
+    assert centre[:3] == pytest.approx(sequences._CENTRE_LPS[kind])
 
 
 def test_sequence_errors() -> None:

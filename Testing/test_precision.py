@@ -11,11 +11,15 @@ import math
 import pytest
 import torch
 
-from TTTInterpolationLib import precision
-from TTTInterpolationLib.heads import TTTModel
-from TTTInterpolationLib.losses import cycle_loss
-from TTTInterpolationLib.networks import channels_last_layout
-from TTTInterpolationLib.precision import auto_precision, inference_precision, resolve_precision
+from TTTInterpolationLib.models.ttt_model import TTTModel
+from TTTInterpolationLib.nn.losses import cycle_loss
+from TTTInterpolationLib.nn.networks import channels_last_layout
+from TTTInterpolationLib.runtime import precision
+from TTTInterpolationLib.runtime.precision import (
+    auto_precision,
+    inference_precision,
+    resolve_precision,
+)
 
 from .conftest import blob_pair
 

@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from TTTInterpolationLib.cli import main
-from TTTInterpolationLib.phantoms import make_phantom_sequence
-from TTTInterpolationLib.volume_io import write_4d, write_volume
+from TTTInterpolationLib.data.phantoms.sequences import make_phantom_sequence
+from TTTInterpolationLib.fileio.volume_io import write_4d, write_volume
 
 CLI = settings(max_examples=250, derandomize=True, deadline=None,
                suppress_health_check=[HealthCheck.function_scoped_fixture,

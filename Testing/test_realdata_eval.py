@@ -18,21 +18,18 @@ import numpy as np
 import pytest
 import torch
 
+from TTTInterpolationLib.data.preprocess import joint_window
 from TTTInterpolationLib.errors import InputError
-from TTTInterpolationLib.metrics import ncc
-from TTTInterpolationLib.preprocess import joint_window
-from TTTInterpolationLib.realdata_eval import (
+from TTTInterpolationLib.nn.metrics import ncc
+from TTTInterpolationLib.workflows.realdata.cases import (
     CLASSES,
     LabelledPair,
-    MotionEstimate,
-    dice_scores,
-    evaluate_pairs,
     load_labelled_pair,
-    pair_settings,
     parse_cases,
-    score_case,
     select_pairs,
 )
+from TTTInterpolationLib.workflows.realdata.evaluate import evaluate_pairs, pair_settings
+from TTTInterpolationLib.workflows.realdata.scores import MotionEstimate, dice_scores, score_case
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "acdc-edes"

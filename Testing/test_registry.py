@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from TTTInterpolationLib.api import default_weights, load_model
-from TTTInterpolationLib.checkpoint import load_checkpoint, save_checkpoint
+from TTTInterpolationLib.data.phantoms.sequences import make_phantom_sequence
 from TTTInterpolationLib.errors import InputError
-from TTTInterpolationLib.hashing import sha256_file
-from TTTInterpolationLib.heads import TTTModel
-from TTTInterpolationLib.phantoms import make_phantom_sequence
-from TTTInterpolationLib.registry import (
+from TTTInterpolationLib.fileio.hashing import sha256_file
+from TTTInterpolationLib.fileio.volume_io import write_4d
+from TTTInterpolationLib.models.checkpoint import load_checkpoint, save_checkpoint
+from TTTInterpolationLib.models.loading import default_weights, load_model
+from TTTInterpolationLib.models.registry import (
     DEFAULT_REGISTRY,
     ENTRY_KEYS,
     REGISTRY_ENV,
@@ -30,7 +30,7 @@ from TTTInterpolationLib.registry import (
     load_registry,
     resolve_weights,
 )
-from TTTInterpolationLib.volume_io import write_4d
+from TTTInterpolationLib.models.ttt_model import TTTModel
 
 ROOT = Path(__file__).resolve().parents[1]
 

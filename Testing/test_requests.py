@@ -12,14 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import TTTInterpolationLib.api as api
-from TTTInterpolationLib.api import EvalSetting, evaluate_sequence, interpolate
 from TTTInterpolationLib.cli import main
 from TTTInterpolationLib.config import TTTConfig
+from TTTInterpolationLib.data.phantoms.sequences import make_phantom_sequence
+from TTTInterpolationLib.data.volume import Sequence4D
 from TTTInterpolationLib.errors import InputError
-from TTTInterpolationLib.phantoms import make_phantom_sequence
-from TTTInterpolationLib.volume import Sequence4D
-from TTTInterpolationLib.volume_io import write_4d
+from TTTInterpolationLib.fileio.volume_io import write_4d
+from TTTInterpolationLib.workflows import inference, validation
+from TTTInterpolationLib.workflows.evaluation import evaluate_sequence
+from TTTInterpolationLib.workflows.inference import interpolate
+from TTTInterpolationLib.workflows.settings import EvalSetting
 
 from .conftest import blob_pair
 
@@ -44,7 +46,7 @@ def test_repeated_index_values_are_refused_not_divided_by():
     with pytest.raises(InputError, match="same index value"):
         evaluate_sequence(seq, [(0, 3)], LINEAR)
     with pytest.raises(InputError, match="same index value"):
-        api.interpolate_sequence(seq, (0, 3), [0.5], method="linear")
+        inference.interpolate_sequence(seq, (0, 3), [0.5], method="linear")
     with pytest.raises(InputError, match="not strictly monotonic"):  # a hidden frame repeats B
         evaluate_sequence(_series([0.0, 1.0, 2.0, 2.0]), [(1, 3)], LINEAR)
 
@@ -80,22 +82,23 @@ def test_ttt_config_with_keywords_applies_the_keywords():
                              **common)[0]
     assert not np.array_equal(none, two)  # two cycle steps change the prediction
     np.testing.assert_array_equal(overridden, two)
-    config = api.ttt_config(TTTConfig(task="mae"), scheme="naive", steps=5, lr=1e-3, seed=3)
+    config = inference.ttt_config(TTTConfig(task="mae"), scheme="naive", steps=5, lr=1e-3, seed=3)
     assert (config.task, config.scheme, config.steps, config.lr, config.seed) == (
         "mae", "naive", 5, 1e-3, 3)
-    assert api.ttt_config(TTTConfig(task="mae", steps=7)).steps == 7  # nothing given: kept
+    assert inference.ttt_config(TTTConfig(task="mae", steps=7)).steps == 7  # nothing given: kept
 
 
 def test_grid_is_planned_once_per_interpolate_command(tmp_path, monkeypatch, capsys):
     """Was: plan_mapping ran three times per interpolate (CLI check, sequence check, prepare)."""
     calls: list[tuple[int, ...]] = []
-    real = api.plan_mapping
+    real = validation.plan_mapping
 
     def counting(shape, size=None):
         calls.append(tuple(shape))
         return real(shape, size)
 
-    monkeypatch.setattr(api, "plan_mapping", counting)
+    monkeypatch.setattr(validation, "plan_mapping", counting)
+    monkeypatch.setattr(inference, "plan_mapping", counting)
     src = tmp_path / "in.seq.nrrd"
     write_4d(src, _series([0.0, 1.0, 2.0]))
     code = main(["interpolate", str(src), "--frames", "0", "2", "--num", "2", "--method",

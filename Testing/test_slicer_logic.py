@@ -15,8 +15,8 @@ import psutil
 import pytest
 import slicer
 
-from TTTInterpolationLib.phantoms import end_frames, make_phantom_sequence
-from TTTInterpolationLib.volume_io import ras_affine_from_geometry
+from TTTInterpolationLib.data.phantoms.sequences import end_frames, make_phantom_sequence
+from TTTInterpolationLib.fileio.geometry import ras_affine_from_geometry
 from TTTInterpolationSlicerLib import logic, sequences
 from TTTInterpolationSlicerLib.worker import EngineInputError, JobState, TTTTask
 

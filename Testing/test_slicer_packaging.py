@@ -7,6 +7,7 @@ metadata places (CMake, .s4ext, catalog JSON) drift apart unless something compa
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
 import re
 import struct
@@ -206,3 +207,19 @@ def test_slicer_module_description_satisfies_generic_tests() -> None:
     assert "UVI-Net" in constants["ACKNOWLEDGEMENT_TEXT"]
     assert "Test Time Training" in constants["ACKNOWLEDGEMENT_TEXT"]
     assert "logic.interpolate(" in constants["HELP_TEXT"]
+
+
+def test_every_engine_subpackage_is_installed_by_pip_and_slicer() -> None:
+    """A subpackage missing from pyproject's packages installs nothing; a folder without
+    __init__.py is no package at all; the Slicer build globs the scripts recursively."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]["find"]
+    engine = ROOT / "TTTInterpolationLib"
+    for script in engine.rglob("*.py"):
+        folder = script.parent
+        assert (folder / "__init__.py").is_file(), f"{folder} has no __init__.py"
+        name = ".".join(folder.relative_to(ROOT).parts)
+        assert any(fnmatch.fnmatch(name, p) for p in find["include"]), name
+    text = (ROOT / "CMakeLists.txt").read_text()
+    assert "GLOB_RECURSE TTTInterpolationLib_SCRIPTS" in text

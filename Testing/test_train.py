@@ -16,21 +16,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from TTTInterpolationLib.augment import AugmentOptions
-from TTTInterpolationLib.checkpoint import load_checkpoint, save_checkpoint
-from TTTInterpolationLib.datasets import (
-    PairDataset,
-    find_pairs,
-    resize,
-    write_phantom_pairs,
-)
-from TTTInterpolationLib.distributed import state_digest
+from TTTInterpolationLib.data.augment import AugmentOptions
+from TTTInterpolationLib.data.datasets import PairDataset, find_pairs, resize, write_phantom_pairs
+from TTTInterpolationLib.data.phantoms.sequences import make_phantom_sequence
+from TTTInterpolationLib.data.preprocess import joint_window, prepare_pair
 from TTTInterpolationLib.errors import InputError
-from TTTInterpolationLib.heads import TTTModel
-from TTTInterpolationLib.phantoms import make_phantom_sequence
-from TTTInterpolationLib.preprocess import joint_window, prepare_pair
-from TTTInterpolationLib.train import TrainOptions, curve_path, optimizer_path, train
-from TTTInterpolationLib.volume_io import read_4d, write_4d, write_volume
+from TTTInterpolationLib.fileio.volume_io import read_4d, write_4d, write_volume
+from TTTInterpolationLib.models.checkpoint import load_checkpoint, save_checkpoint
+from TTTInterpolationLib.models.ttt_model import TTTModel
+from TTTInterpolationLib.runtime.distributed import state_digest
+from TTTInterpolationLib.workflows.train import TrainOptions, curve_path, optimizer_path, train
 
 SIZE = (32, 32, 16)
 SIZE_ARGS = [str(s) for s in SIZE]

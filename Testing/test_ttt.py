@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from TTTInterpolationLib.config import ModelConfig, TTTConfig
-from TTTInterpolationLib.heads import TTTModel, random_patch_mask
-from TTTInterpolationLib.ttt import (
+from TTTInterpolationLib.models.ttt import (
     Case,
     _Adapter,
     adapt_and_apply,
@@ -17,6 +16,8 @@ from TTTInterpolationLib.ttt import (
     run_ttt,
     trainable_parameters,
 )
+from TTTInterpolationLib.models.ttt_model import TTTModel
+from TTTInterpolationLib.nn.heads import random_patch_mask
 
 from .conftest import blob_pair
 

@@ -18,13 +18,15 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from TTTInterpolationLib.data.volume import Geometry, Sequence4D
 from TTTInterpolationLib.errors import InputError
-from TTTInterpolationLib.volume import Geometry, Sequence4D
-from TTTInterpolationLib.volume_io import (
+from TTTInterpolationLib.fileio.geometry import (
     LPS_FROM_RAS,
     geometry_from_ras_affine,
-    is_4d_path,
     ras_affine_from_geometry,
+)
+from TTTInterpolationLib.fileio.volume_io import (
+    is_4d_path,
     read_4d,
     read_volume,
     write_4d,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from TTTInterpolationLib.warp import downsample_flow, warp
+from TTTInterpolationLib.nn.warp import downsample_flow, warp
 
 
 def _volume(shape=(8, 12, 16)) -> torch.Tensor:

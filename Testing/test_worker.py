@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from TTTInterpolationLib.config import DEVICES, METHODS, SCHEMES, TASKS
-from TTTInterpolationLib.phantoms import make_phantom_sequence
-from TTTInterpolationLib.volume_io import read_4d, write_volume
+from TTTInterpolationLib.data.phantoms.sequences import make_phantom_sequence
+from TTTInterpolationLib.fileio.volume_io import read_4d, write_volume
 from TTTInterpolationSlicerLib.worker import (
     Device,
     EngineError,

@@ -41,18 +41,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the engine beside this script
 
 from TTTInterpolationLib.config import TTTConfig
-from TTTInterpolationLib.heads import TTTModel
-from TTTInterpolationLib.networks import channels_last_layout
-from TTTInterpolationLib.phantoms import phantom_frames
-from TTTInterpolationLib.precision import (
+from TTTInterpolationLib.data.phantoms.sequences import phantom_frames
+from TTTInterpolationLib.models.ttt import trainable_parameters
+from TTTInterpolationLib.models.ttt_model import TTTModel
+from TTTInterpolationLib.nn.networks import channels_last_layout
+from TTTInterpolationLib.runtime.precision import (
     auto_precision,
     autocast,
     cpu_has_fast_bf16,
     resolve_precision,
 )
-from TTTInterpolationLib.ttt import trainable_parameters
 
-TIMES = [k / 8 for k in range(1, 8)]  # 7 intermediate frames, as in method.md section 11
+TIMES = [k / 8 for k in range(1, 8)]  # 7 intermediate frames, as in docs/method-notes.md §11
 WEIGHTS = Path(__file__).resolve().parents[1] / "TTTInterpolationLib" / "weights"
 SETTINGS = {"reference": ("fp32", False), "default": ("auto", True), "bf16": ("bf16", True)}
 PHASE = 0.35  # end-diastole to about end-systole of the cardiac phantom
@@ -93,7 +93,7 @@ def load_model() -> TTTModel:
     """The shipped model when present (realistic flows and residuals), else an untrained one."""
     files = sorted(WEIGHTS.glob("*.safetensors"))
     if files:
-        from TTTInterpolationLib.checkpoint import load_checkpoint
+        from TTTInterpolationLib.models.checkpoint import load_checkpoint
 
         return load_checkpoint(files[0])[0]
     torch.manual_seed(0)
@@ -133,7 +133,7 @@ class Work:
     def ttt_step(self, task: str) -> tuple[float, torch.Tensor]:
         """One adaptation step as ``run_ttt`` takes it (the task's default parameters and
         optimiser; a fresh copy of the model, as the online scheme starts every case)."""
-        from TTTInterpolationLib.ttt import Case, _Adapter
+        from TTTInterpolationLib.models.ttt import Case, _Adapter
 
         adapter = _Adapter(self._fresh(), TTTConfig(task=task, steps=1).resolved())
         loss = adapter.step(Case(self.i0, self.i1, TIMES))

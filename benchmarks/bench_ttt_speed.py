@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the engine beside this script
 
 from TTTInterpolationLib.config import TTTConfig
-from TTTInterpolationLib.heads import TTTModel
-from TTTInterpolationLib.ttt import Case, run_ttt
+from TTTInterpolationLib.models.ttt import Case, run_ttt
+from TTTInterpolationLib.models.ttt_model import TTTModel
 
 TIMES = [k / 8 for k in range(1, 8)]  # 7 intermediate frames, as in docs/method-notes.md §11
 

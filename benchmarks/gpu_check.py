@@ -5,7 +5,7 @@ One command for a session that has a GPU for a few minutes (issue 4 item 5)::
     python benchmarks/gpu_check.py                      # CUDA: 128x128x32, 300 steps
     python benchmarks/gpu_check.py --device cpu --size 32 32 16 --steps 2 --ttt-steps 1
 
-Data are cardiac phantom pairs (``TTTInterpolationLib.phantoms``) with a random but realistic
+Data are cardiac phantom pairs (``TTTInterpolationLib.data.phantoms``) with a random but realistic
 distribution shift each (Rician noise, gamma, coil bias, intensity scale), so nothing is
 downloaded; held-out phantoms have exact intermediate frames, so the table also shows whether
 the few hundred steps learnt anything (PSNR against the truth, linear blending for reference).
@@ -28,19 +28,14 @@ import numpy as np
 import torch
 
 from TTTInterpolationLib.config import DEFAULT_GRID_SIZE, TTTConfig
-from TTTInterpolationLib.device import resolve_device
-from TTTInterpolationLib.heads import TTTModel
-from TTTInterpolationLib.metrics import psnr
-from TTTInterpolationLib.model_grid import normalize_minmax
-from TTTInterpolationLib.phantoms import (
-    Shift,
-    apply_shift,
-    end_frames,
-    phantom_frames,
-    phase_of_frame,
-)
-from TTTInterpolationLib.precision import needs_grad_scaler, resolve_precision
-from TTTInterpolationLib.ttt import Case, run_ttt
+from TTTInterpolationLib.data.model_grid import normalize_minmax
+from TTTInterpolationLib.data.phantoms.sequences import end_frames, phantom_frames, phase_of_frame
+from TTTInterpolationLib.data.phantoms.shifts import Shift, apply_shift
+from TTTInterpolationLib.models.ttt import Case, run_ttt
+from TTTInterpolationLib.models.ttt_model import TTTModel
+from TTTInterpolationLib.nn.metrics import psnr
+from TTTInterpolationLib.runtime.device import resolve_device
+from TTTInterpolationLib.runtime.precision import needs_grad_scaler, resolve_precision
 
 CUDA_DEFAULTS = {"size": DEFAULT_GRID_SIZE, "steps": 300}  # the published cardiac grid
 CPU_DEFAULTS = {"size": (32, 32, 16), "steps": 2}  # a smoke run, not a measurement

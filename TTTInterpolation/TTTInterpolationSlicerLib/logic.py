@@ -772,7 +772,7 @@ def add_phantom_sequence(scene: slicer.vtkMRMLScene,
     engine's numpy-only phantom code runs in this process: no file reader (nibabel, pynrrd)
     and no torch, which a fresh Slicer does not have before the first Apply.
     """
-    from TTTInterpolationLib.phantoms import make_phantom_sequence
+    from TTTInterpolationLib.data.phantoms.sequences import make_phantom_sequence
 
     phantom = make_phantom_sequence(kind, frames, size, seed)
     sequence = seq.sequence_from_arrays(scene, phantom.frames,

@@ -1,0 +1,262 @@
+"""UVI-Net (Kim et al., CVPR 2024) as described in docs/method-notes.md §3, §4.
+
+Three parts: a VoxelMorph-style flow U-Net giving both directions in one pass, a small feature
+extractor (shared with the test-time-training heads, see ``heads.py``) and a refinement network
+that corrects the flow-fused frame with warped feature pyramids. All tensors are
+``(B, C, D1, D2, D3)`` with every spatial size divisible by 16; nothing here is tied to a device
+or a volume size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from ..runtime.precision import autocast, float32_module, inference_precision
+from .warp import downsample_flow, warp
+
+Pyramid = list[torch.Tensor]
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """Published channel count scaled by ``width`` (at least 1)."""
+    return max(1, int(round(channels * width)))
+
+
+_LAYOUT = {"channels_last": True}
+
+
+@contextmanager
+def channels_last_layout(enabled: bool) -> Iterator[None]:
+    """Switch the channels-last layout of :func:`channels_last` on or off for the block
+    (off reproduces the plain channels-first path: the benchmark's unoptimised reference)."""
+    previous, _LAYOUT["channels_last"] = _LAYOUT["channels_last"], bool(enabled)
+    try:
+        yield
+    finally:
+        _LAYOUT["channels_last"] = previous
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the channels-last layout on CPU (oneDNN's fast 3D convolutions), else as is.
+
+    Layout only: values are unchanged. On CPU a 3x3x3 convolution runs 1.5-2x faster on
+    channels-last activations (forward and backward, float32 and bfloat16). One-channel
+    tensors (the frames) are contiguous in both layouts.
+    """
+    if x.device.type != "cpu" or x.dim() != 5 or not _LAYOUT["channels_last"]:
+        return x
+    if x.shape[1] == 1 and x.stride(1) != 1:
+        # Contiguous in both layouts, but torch.cat would read it as channels-first and make
+        # its output channels-first (a slow strided copy, then another to convert it back).
+        return torch.empty_like(x, memory_format=torch.channels_last_3d).copy_(x)
+    return x.contiguous(memory_format=torch.channels_last_3d)
+
+
+class ConvBlock(nn.Sequential):
+    """3x3x3 convolution and its activation (in place: the convolution does not need its
+    output for its backward), run on channels-last input (see :func:`channels_last`).
+
+    A ``Sequential`` so checkpoint keys stay ``<name>.0.weight``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The output too: PyTorch's own kernel (taken for small float32 inputs) returns
+        # channels-first, which would make the next concatenation slow.
+        return channels_last(super().forward(channels_last(x)))
+
+
+def _conv(c_in: int, c_out: int, stride: int = 1, act: str | None = "leaky") -> ConvBlock:
+    layers: list[nn.Module] = [nn.Conv3d(c_in, c_out, 3, stride=stride, padding=1)]
+    if act == "leaky":
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
+    elif act == "relu":
+        layers.append(nn.ReLU(inplace=True))
+    return ConvBlock(*layers)
+
+
+def _small_init(conv: nn.Conv3d) -> nn.Conv3d:
+    """N(0, 1e-5) weights, zero bias: the network starts as 'no flow' / 'no correction'."""
+    nn.init.normal_(conv.weight, mean=0.0, std=1e-5)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+class FlowNet(nn.Module):
+    """U-Net mapping ``cat(I0, I1)`` to ``cat(phi01, phi10)`` (6 channels, voxel units)."""
+
+    def __init__(self, width: float = 1.0) -> None:
+        super().__init__()
+        enc = [scaled_channels(c, width) for c in (16, 32, 32, 32)]
+        dec = scaled_channels(32, width)
+        self.encoder = nn.ModuleList()
+        c_prev = 2
+        for c in enc:
+            self.encoder.append(_conv(c_prev, c, stride=2))
+            c_prev = c
+        # Skips, deepest first after the bottleneck: enc[2], enc[1], enc[0], the input.
+        skips = [enc[2], enc[1], enc[0], 2]
+        self.decoder = nn.ModuleList()
+        for skip in skips:
+            self.decoder.append(_conv(c_prev, dec))
+            c_prev = dec + skip
+        full = [scaled_channels(32, width), scaled_channels(16, width), scaled_channels(16, width)]
+        self.remaining = nn.Sequential(
+            _conv(c_prev, full[0]), _conv(full[0], full[1]), _conv(full[1], full[2])
+        )
+        self.head = _small_init(nn.Conv3d(full[2], 6, 3, padding=1))
+
+    def encode(self, pair: torch.Tensor, depth: int) -> torch.Tensor:
+        """The first ``depth`` encoder levels on ``cat(I0, I1)`` (``(B, 2, ...)``).
+
+        This is the trunk the self-supervised heads share with the motion estimate when a
+        model's heads sit on the flow network (``ModelConfig.heads == "flow"``).
+        """
+        x = pair
+        for layer in self.encoder[:depth]:
+            x = layer(x)
+        return x
+
+    def forward(self, i0: torch.Tensor, i1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``(phi01, phi10)``, each ``(B, 3, D1, D2, D3)``: phi01 samples I0 toward I1."""
+        x = channels_last(torch.cat([i0, i1], dim=1))
+        skips = [x]
+        for layer in self.encoder:
+            x = layer(x)
+            skips.append(x)
+        skips = skips[:-1][::-1]  # enc[2], enc[1], enc[0], input
+        for layer, skip in zip(self.decoder, skips, strict=True):
+            x = F.interpolate(layer(x), scale_factor=2, mode="nearest")
+            x = torch.cat([x, skip.to(x.dtype)], dim=1)  # one dtype under autocast
+        flow = float32_module(self.head, self.remaining(x)).contiguous()
+        return flow[:, :3], flow[:, 3:]
+
+
+class FeatureExtractor(nn.Module):
+    """Three-level pyramid F0 (full), F1 (1/2), F2 (1/4); the part TTT adapts (about 13.6 k)."""
+
+    def __init__(self, width: float = 1.0) -> None:
+        super().__init__()
+        c0, c1, c2 = (scaled_channels(c, width) for c in (4, 8, 16))
+        self.channels = (c0, c1, c2)
+        self.level0 = nn.Sequential(_conv(1, c0, act="relu"), _conv(c0, c0, act="relu"))
+        self.level1 = nn.Sequential(_conv(c0, c1, 2, "relu"), _conv(c1, c1, act="relu"))
+        self.level2 = nn.Sequential(_conv(c1, c2, 2, "relu"), _conv(c2, c2, act="relu"))
+
+    def forward(self, x: torch.Tensor) -> Pyramid:
+        f0 = self.level0(x)
+        f1 = self.level1(f0)
+        return [f0, f1, self.level2(f1)]
+
+
+class RefineNet(nn.Module):
+    """Predicts a residual for the fused frame from it and both ends' warped feature pyramids."""
+
+    def __init__(self, feature_channels: tuple[int, int, int], width: float = 1.0) -> None:
+        super().__init__()
+        c0, c1, c2 = feature_channels
+        e0, e1, e2 = (scaled_channels(c, width) for c in (8, 16, 32))
+        d = scaled_channels(32, width)
+        self.enc0 = _conv(1, e0)
+        self.enc1 = _conv(e0 + 2 * c0, e1, stride=2)
+        self.enc2 = _conv(e1 + 2 * c1, e2, stride=2)
+        skip0, skip1, skip2 = e0 + 2 * c0, e1 + 2 * c1, e2 + 2 * c2
+        self.dec2 = _conv(skip2, d)
+        self.dec1 = _conv(d + skip1, d)
+        self.dec0 = _conv(d + skip0, d)
+        t1, t2 = scaled_channels(8, width), scaled_channels(8, width)
+        self.tail = nn.Sequential(_conv(d + 1, t1), _conv(t1, t2), _conv(t2, 3))
+        self.out = _small_init(nn.Conv3d(3, 1, 3, padding=1))
+
+    def forward(self, fused: torch.Tensor, warped0: Pyramid, warped1: Pyramid) -> torch.Tensor:
+        # One layout and one dtype (the convolutions', under autocast) for every part of a
+        # concatenation: mixed layouts make a slow copy, mixed dtypes a float32 copy.
+        e0 = self.enc0(fused)
+        w0 = [channels_last(f.to(e0.dtype)) for f in warped0]
+        w1 = [channels_last(f.to(e0.dtype)) for f in warped1]
+        s0 = torch.cat([e0, w0[0], w1[0]], dim=1)
+        s1 = torch.cat([self.enc1(s0), w0[1], w1[1]], dim=1)
+        s2 = torch.cat([self.enc2(s1), w0[2], w1[2]], dim=1)
+        x = F.interpolate(self.dec2(s2), scale_factor=2, mode="trilinear", align_corners=False)
+        x = F.interpolate(self.dec1(torch.cat([x, s1], 1)), scale_factor=2, mode="trilinear",
+                          align_corners=False)
+        x = self.dec0(torch.cat([x, s0], dim=1))
+        x = self.tail(torch.cat([x, channels_last(fused.to(x.dtype))], dim=1))
+        return float32_module(self.out, x)
+
+
+def _time_tensor(t: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` as ``(B, 1, 1, 1, 1)`` so it broadcasts per batch item."""
+    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    return t.reshape(-1, 1, 1, 1, 1)
+
+
+class UVINet(nn.Module):
+    """Flow network + feature extractor + refinement network (about 0.51 M parameters)."""
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ModelConfig()
+        width = self.config.width
+        self.flow = FlowNet(width)
+        self.features = FeatureExtractor(width)
+        self.refine = RefineNet(self.features.channels, width)
+
+    def synthesize(
+        self,
+        i0: torch.Tensor,
+        i1: torch.Tensor,
+        t: float | torch.Tensor,
+        flows: tuple[torch.Tensor, torch.Tensor],
+        pyramids: tuple[Pyramid, Pyramid],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame at time ``t`` from precomputed flows and feature pyramids (section 4 steps 2-5).
+
+        Returns ``(frame, residual)``; ``frame = fused + residual``, unclamped (training needs
+        the raw value; :meth:`interpolate` clamps).
+        """
+        phi01, phi10 = flows
+        tt = _time_tensor(t, i0)
+        phi0t, phi1t = tt * phi01, (1.0 - tt) * phi10
+        fused = (1.0 - tt) * warp(i0, phi0t) + tt * warp(i1, phi1t)
+        warped0 = [warp(f, downsample_flow(phi0t, k)) for k, f in enumerate(pyramids[0])]
+        warped1 = [warp(f, downsample_flow(phi1t, k)) for k, f in enumerate(pyramids[1])]
+        residual = self.refine(fused, warped0, warped1)
+        return fused + residual, residual
+
+    def forward(self, i0: torch.Tensor, i1: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+        """One frame at time ``t`` (float or per-batch tensor), unclamped."""
+        flows = self.flow(i0, i1)
+        pyramids = (self.features(i0), self.features(i1))
+        return self.synthesize(i0, i1, t, flows, pyramids)[0]
+
+    @torch.no_grad()
+    def interpolate(self, i0: torch.Tensor, i1: torch.Tensor, times: Sequence[float],
+                    bounds: tuple[float, float] = (0.0, 1.0),
+                    precision: str = "auto") -> list[torch.Tensor]:
+        """Frames at every ``t`` in ``times``, clamped to ``bounds`` (the inputs' range), float32.
+
+        The flows and both feature pyramids are computed once for all ``t`` (the published
+        loop recomputes them per frame). ``precision`` as in
+        :func:`~.precision.inference_precision`: ``auto``/``fp32`` float32, ``bf16`` runs the
+        convolutions in bfloat16 (flows, warps and the residual stay float32; about 1.5x
+        faster on CPUs with bfloat16 units, frames within 5e-3 of float32, see
+        ``benchmarks/bench_speed.py``).
+        """
+        with autocast(i0.device, inference_precision(precision, i0.device)):
+            flows = self.flow(i0, i1)
+            pyramids = (self.features(i0), self.features(i1))
+            return [self.synthesize(i0, i1, t, flows, pyramids)[0].float().clamp(*bounds)
+                    for t in times]
+
+
+def check_spatial_size(shape: Sequence[int], multiple: int = 16) -> None:
+    """Raise ``ValueError`` unless every spatial size is a positive multiple of ``multiple``."""
+    bad = [s for s in shape if s <= 0 or s % multiple]
+    if bad:
+        raise ValueError(f"every spatial size must be a multiple of {multiple}, got {tuple(shape)}")

@@ -1,0 +1,68 @@
+"""Backward warping of volumes by displacement fields (docs/method-notes.md §2).
+
+The one warp function of the engine. ``W(I, phi)(x) = I(x + phi(x))``: trilinear (nearest for
+label maps), zero padding, ``align_corners=True``. Flows are in voxel units, channel ``c``
+displacing spatial dim ``c``. The sampling grid is built from the input's shape and device on
+every call, so no grid is ever stored in a checkpoint and any volume size works on any device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..runtime.precision import at_least_float32, float32_region
+
+
+def _identity_grid(shape: tuple[int, int, int], like: torch.Tensor) -> torch.Tensor:
+    """Voxel coordinates ``(1, 3, D1, D2, D3)`` on ``like``'s device and dtype."""
+    axes = [torch.arange(s, device=like.device, dtype=like.dtype) for s in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0).unsqueeze(0)
+
+
+WARP_MODES = ("bilinear", "nearest")
+
+
+def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Sample ``image`` at ``x + flow(x)``.
+
+    Args:
+        image: ``(B, C, D1, D2, D3)``.
+        flow: ``(B, 3, D1, D2, D3)`` displacement in voxels (same spatial size as ``image``).
+        mode: ``"bilinear"`` (trilinear on volumes, the default for images) or ``"nearest"``
+            (each output voxel copies one input voxel, so a label map stays a label map: warping
+            segmentations must not blend class numbers).
+
+    Returns:
+        ``(B, C, D1, D2, D3)`` warped image; samples outside the volume read zero.
+    """
+    if mode not in WARP_MODES:
+        raise ValueError(f"warp mode must be one of {WARP_MODES}, got {mode!r}")
+    if flow.dim() != 5 or flow.shape[1] != 3 or flow.shape[2:] != image.shape[2:]:
+        raise ValueError(
+            f"flow must have shape (B, 3, {', '.join(map(str, image.shape[2:]))}) to warp an "
+            f"image of shape {tuple(image.shape)}, got {tuple(flow.shape)}"
+        )
+    with float32_region(flow.device):  # sub-voxel positions need float32 under autocast
+        image, flow = at_least_float32(image), at_least_float32(flow)
+        shape = tuple(int(s) for s in image.shape[2:])
+        positions = _identity_grid(shape, flow) + flow
+        # Normalise each axis to [-1, 1] (align_corners=True) and reverse the channel order:
+        # grid_sample expects (x, y, z) = (dim 3, dim 2, dim 1).
+        scale = torch.tensor([2.0 / max(s - 1, 1) for s in shape], device=flow.device,
+                             dtype=flow.dtype).view(1, 3, 1, 1, 1)
+        grid = (positions * scale - 1.0).permute(0, 2, 3, 4, 1).flip(-1)
+        return F.grid_sample(image, grid, mode=mode, padding_mode="zeros", align_corners=True)
+
+
+def downsample_flow(flow: torch.Tensor, level: int) -> torch.Tensor:
+    """Flow for pyramid level ``level`` (size / 2**level): nearest resampling, vectors x 0.5**level.
+
+    Method.md section 4 step 4: features at 1/2**k resolution are warped with the flow
+    downsampled (nearest) and scaled by 0.5**k so displacements stay in that level's voxels.
+    """
+    if level == 0:
+        return flow
+    factor = 2**level
+    size = [s // factor for s in flow.shape[2:]]
+    return F.interpolate(flow, size=size, mode="nearest") / factor
