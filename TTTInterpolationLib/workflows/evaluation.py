@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -41,9 +42,12 @@ class EvalCase:
     hidden: list[int]
     times: list[float]
 
-    @property
+    @cached_property
     def window(self) -> tuple[float, float]:
-        """The whole sequence's min and max: the scale of the sequence-normalised PSNR."""
+        """The whole sequence's min and max: the scale of the sequence-normalised PSNR.
+
+        Cached: every hidden frame of every setting is scored on it.
+        """
         low, high = float(self.seq.frames.min()), float(self.seq.frames.max())
         return low, (high if high > low else low + 1.0)
 
