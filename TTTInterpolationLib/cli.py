@@ -134,7 +134,7 @@ def _evaluation_cases(args: argparse.Namespace, progress: Any) -> tuple[list[Any
     from .data.phantoms.shifts import Shift
     from .fileio.volume_io import read_4d
     from .workflows.evaluation import make_case
-    from .workflows.sequence_cases import load_cases, shift_sequence_frames
+    from .workflows.sequence_cases import load_cases, shift_sequence
     from .workflows.validation import check_request
 
     shift = Shift.parse(args.shift) if args.shift else None
@@ -144,11 +144,7 @@ def _evaluation_cases(args: argparse.Namespace, progress: Any) -> tuple[list[Any
         return load_cases(args.cases, args.split, shift, args.limit, progress), args.cases
     if not args.inputs or not args.frames:
         raise InputError("give INPUT and --frames A B (repeatable), or --cases CSV")
-    seq = read_4d(args.inputs)
-    if shift is not None and not shift.is_identity():
-        from dataclasses import replace
-
-        seq = replace(seq, frames=shift_sequence_frames(seq.frames, shift, args.seed))
+    seq = shift_sequence(read_4d(args.inputs), shift, args.seed)
     request = check_request(seq, [_frame_pair(f) for f in args.frames], hide=True)
     cases = [make_case(request.seq, c.a, c.b, checked=c) for c in request.cases or ()]
     return cases, [str(p) for p in args.inputs]

@@ -89,19 +89,13 @@ class PreparedPair:
     window: IntensityWindow
     bounds: tuple[float, float]
 
-    def restore(self, frame: torch.Tensor | np.ndarray, fill: np.ndarray | None = None,
-                normalized: bool = False) -> np.ndarray:
-        """A model-grid frame -> the input's grid, clamped to ``bounds``, in input units.
-
-        ``normalized=True`` keeps the window's [0, 1]-like scale instead of input units.
-        ``fill`` (normalised, on the input grid) supplies voxels the model grid cropped away.
-        """
+    def restore(self, frame: torch.Tensor | np.ndarray) -> np.ndarray:
+        """A model-grid frame -> the input's grid, clamped to ``bounds``, in input units."""
         if isinstance(frame, torch.Tensor):
             frame = frame.detach().float().cpu().numpy()
         array = np.asarray(frame, np.float32).reshape(self.mapping.model_shape)
         array = np.clip(array, *self.bounds)
-        out = from_model_grid(array, self.mapping, fill)
-        return out if normalized else self.window.denormalize(out)
+        return self.window.denormalize(from_model_grid(array, self.mapping))
 
 
 def prepare_pair(frame0: np.ndarray, frame1: np.ndarray, size: Sequence[int] | None = None,

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..config import SPLITS
 from ..data.phantoms.shifts import Shift, apply_shift
+from ..data.volume import Sequence4D
 from ..errors import InputError
 from ..runtime.progress import NullProgress, Progress
 from .evaluation import EvalCase, make_case
@@ -69,15 +70,19 @@ def read_case_list(path: str | os.PathLike, split: str = "all") -> list[dict[str
     return rows
 
 
-def shift_sequence_frames(frames: np.ndarray, shift: Shift, seed: int) -> np.ndarray:
-    """``shift`` applied on the sequence's own [0, 1] scale (its min-max), back in its units.
+def shift_sequence(seq: Sequence4D, shift: Shift | None, seed: int) -> Sequence4D:
+    """``seq`` with ``shift`` applied on its own [0, 1] scale (its min-max), back in its units;
+    ``seq`` itself when there is nothing to apply.
 
     Rician noise, as in MRI magnitude images; one bias field for all frames of the sequence.
     """
+    if shift is None or shift.is_identity():
+        return seq
+    frames = seq.frames
     low, high = float(frames.min()), float(frames.max())
     scale = high - low if high > low else 1.0
     shifted = apply_shift((frames - low) / scale, shift, seed, rician=True)
-    return (low + shifted * scale).astype(np.float32)
+    return replace(seq, frames=(low + shifted * scale).astype(np.float32))
 
 
 def load_cases(path: str | os.PathLike, split: str = "all", shift: Shift | None = None,
@@ -96,8 +101,6 @@ def load_cases(path: str | os.PathLike, split: str = "all", shift: Shift | None 
         progress.update("read", i / len(rows), f"reading {row['case']}")
         seq = read_4d(row["path"])
         ed, es = int(row["ed"]), int(row["es"])
-        if shift is not None and not shift.is_identity():
-            seed = zlib.crc32(row["case"].encode())
-            seq = replace(seq, frames=shift_sequence_frames(seq.frames, shift, seed))
+        seq = shift_sequence(seq, shift, zlib.crc32(row["case"].encode()))
         cases.append(make_case(seq, ed, es, name=row["case"]))
     return cases
