@@ -7,8 +7,9 @@ Columns, one per setting, all measured in this process with the repeats interlea
 alternate, the median is reported) so a busy machine slows every setting alike:
 
 - ``reference``: float32, channels-first activations: the unoptimised eager path;
-- ``default``: what the engine runs by default (``auto`` precision: float32 on CPU) with the
-  optimised layout (channels-last convolutions);
+- ``default``: what the engine runs by default (``auto`` precision: bfloat16 inference on a
+  CPU with bfloat16 units, float32 otherwise and for every step) with the optimised layout
+  (channels-last convolutions);
 - ``bf16``: bfloat16 autocast (``--precision bf16``; fast on CPUs with bfloat16 units, see
   ``precision.cpu_has_fast_bf16``), the same layout.
 
@@ -89,9 +90,11 @@ class PeakMemory:
         self.peak = max(self.peak, self._rss_mib())
 
 
-def load_model() -> TTTModel:
-    """The shipped model when present (realistic flows and residuals), else an untrained one."""
-    files = sorted(WEIGHTS.glob("*.safetensors"))
+def load_model(weights: str | None = None) -> TTTModel:
+    """``weights``, else the shipped model when present (realistic flows and residuals), else
+    an untrained one. The heads' trunk (``features`` or ``flow``) comes with the checkpoint
+    and decides what a rotation/MAE step costs."""
+    files = [Path(weights)] if weights else sorted(WEIGHTS.glob("*.safetensors"))
     if files:
         from TTTInterpolationLib.models.checkpoint import load_checkpoint
 
@@ -171,6 +174,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rows", default="inference,train,rotation,mae,cycle")
     parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--weights", help="checkpoint to time (default: the shipped model)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sizes = [tuple(s) for s in (args.size or [[64, 64, 32], [128, 128, 32]])]
@@ -181,7 +185,8 @@ def main() -> None:
           f"default precision: {'bf16' if default else 'fp32'}; {len(TIMES)} frames per pair; "
           f"median of {args.repeat} interleaved repeats (one warm-up)")
     print(f"{'size':<11} {'row':<10} " + " ".join(f"{s:>44}" for s in settings))
-    model = load_model()
+    model = load_model(args.weights)
+    print(f"heads on the {model.config.heads} trunk")
     for size in sizes:
         work = Work(model, size)
         calls = {"inference": work.inference, "train": work.train_step,
