@@ -273,7 +273,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                            lr=args.lr, aux_weight=args.aux_weight, seed=args.seed,
                            device=args.device, resume=args.resume, width=args.width,
                            val_data=args.val_data, val_fraction=args.val_fraction,
-                           val_every=args.val_every, precision=args.precision,
+                           val_every=args.val_every, val_cases=args.val_cases,
+                           val_split=args.val_split, precision=args.precision,
                            augment=args.augment, heads=args.heads)
     info = train(options, progress_kind=args.progress)
     if DistContext.from_env().is_main and args.progress != "jsonl":
@@ -366,6 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out pairs (folder or manifest) for validation")
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="instead: hold out this fraction of --data (drawn by --seed)")
+    p.add_argument("--val-cases", metavar="CASES_CSV",
+                   help="also score interpolation on held-out 4D sequences after validation "
+                   "epochs: a case list as for evaluate --cases (hidden frames between ED and "
+                   "ES, PSNR (seq) without TTT, and linear blending)")
+    p.add_argument("--val-split", choices=SPLITS, default="validation",
+                   help="the case list's split for --val-cases (default validation)")
     p.add_argument("--val-every", type=int, default=1,
                    help="validate every N epochs and after the last (default 1)")
     p.add_argument("--lr", type=float, default=2e-4)

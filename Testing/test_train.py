@@ -191,6 +191,40 @@ def test_same_seed_same_weights_and_resume_equals_an_uninterrupted_run(pairs_dir
     assert info["epochs"] == 2 and info["steps"] == 4 and info["world_size"] == 1
 
 
+def test_val_cases_score_interpolation_as_evaluate_does(pairs_dir, cine, tmp_path):
+    """``--val-cases``: each validated epoch records the PSNR (seq) that ``evaluate`` gives the
+    saved model on the same hidden frames, and linear blending's."""
+    from TTTInterpolationLib.models.loading import load_model
+    from TTTInterpolationLib.workflows.evaluation import evaluate_cases
+    from TTTInterpolationLib.workflows.sequence_cases import load_cases
+    from TTTInterpolationLib.workflows.settings import EvalSetting
+
+    cases = tmp_path / "cases.csv"
+    cases.write_text(f"case,path,ed,es,split\nc1,{cine},0,4,validation\nc2,{cine},1,5,test\n")
+    out = tmp_path / "v.safetensors"
+    res = run("train", "--data", pairs_dir, "--size", *SIZE_ARGS, "--epochs", "1", "--width",
+              "0.5", "--out", out, "--device", "cpu", "--progress", "none", "--val-cases", cases)
+    assert res.returncode == 0, res.stderr
+    assert "val PSNR (seq)" in res.stderr
+    _, info = load_checkpoint(out)
+    record = info["history"][-1]
+    assert info["val_sequences"] == str(cases) and info["val_split"] == "validation"
+    rows = evaluate_cases(load_cases(cases, "validation"),
+                          [EvalSetting("linear blending", "linear"),
+                           EvalSetting("UVI-Net", "uvinet")],
+                          model=load_model(out, device="cpu")).rows
+    assert record["val_psnr_seq_linear"] == pytest.approx(rows[0]["PSNR_seq"], abs=1e-9)
+    assert record["val_psnr_seq"] == pytest.approx(rows[1]["PSNR_seq"], abs=1e-6)
+    assert record["val_psnr_seq"] != pytest.approx(record["val_psnr_seq_linear"], abs=1e-6)
+
+
+def test_val_cases_errors_are_one_line(pairs_dir, tmp_path):
+    missing = run("train", "--data", pairs_dir, "--epochs", "1", "--out", tmp_path / "m.pt",
+                  "--val-cases", tmp_path / "none.csv", "--size", *SIZE_ARGS)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    assert "none.csv" in missing.stderr and not (tmp_path / "m.pt").exists()
+
+
 def test_train_command_on_a_zoomed_4d_manifest(tmp_path):
     big = make_phantom_sequence("cardiac", 10, (64, 64, 32), seed=1)
     write_4d(tmp_path / "cine.nii.gz", big)

@@ -37,19 +37,29 @@ def write_training_curve(path: str | Path, history: list[dict[str, Any]]) -> Non
     left.grid(alpha=0.3)
     left.legend(fontsize=8)
     _plot_validation(right, [(e, h) for e, h in zip(epochs, history, strict=True)
-                             if "val_cycle" in h])
+                             if "val_cycle" in h or "val_psnr_seq" in h])
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def _plot_validation(ax: Any, points: list[tuple[int, dict[str, Any]]]) -> None:
-    """Held-out cycle loss (left axis) and registration NCC of warped A vs B (right axis)."""
+    """Interpolation PSNR of held-out sequences (``--val-cases``) when every point has it;
+    else held-out cycle loss (left axis) and registration NCC of warped A vs B (right axis)."""
     ax.set(xlabel="epoch", title="validation")
     if not points:
-        ax.text(0.5, 0.5, "no validation data\n(--val-data or --val-fraction)",
+        ax.text(0.5, 0.5, "no validation data\n(--val-data, --val-fraction or --val-cases)",
                 ha="center", va="center", transform=ax.transAxes)
         return
     epochs = [e for e, _ in points]
+    if all("val_psnr_seq" in h for _, h in points):  # interpolation itself (--val-cases)
+        ax.plot(epochs, [h["val_psnr_seq"] for _, h in points], marker="o", color="tab:blue",
+                label="UVI-Net")
+        ax.plot(epochs, [h["val_psnr_seq_linear"] for _, h in points], ls="--",
+                color="tab:gray", label="linear blending")
+        ax.set_ylabel("hidden frames: PSNR (seq), dB")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        return
     ax.plot(epochs, [h["val_cycle"] for _, h in points], marker="o", color="tab:blue",
             label="cycle loss")
     ax.set_ylabel("cycle loss", color="tab:blue")

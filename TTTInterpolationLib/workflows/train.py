@@ -39,7 +39,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..config import AUGMENT_CHOICES, DEFAULT_GRID_SIZE, HEAD_TRUNKS, ModelConfig, check_seed
+from ..config import (
+    AUGMENT_CHOICES,
+    DEFAULT_GRID_SIZE,
+    HEAD_TRUNKS,
+    SPLITS,
+    ModelConfig,
+    check_seed,
+)
 from ..data.augment import AugmentOptions
 from ..data.datasets import PairDataset, check_zoom, find_pairs, split_validation
 from ..data.model_grid import MULTIPLE
@@ -50,6 +57,8 @@ from ..runtime.device import resolve_device
 from ..runtime.distributed import DistContext, backend_for, process_group, rank_device, state_digest
 from ..runtime.precision import PRECISIONS, needs_grad_scaler, resolve_precision
 from ..runtime.progress import NullProgress, Progress, make_progress
+from .evaluation import EvalCase
+from .sequence_cases import load_cases
 
 OPTIMIZER_FORMAT = "tttinterp-optimizer"
 LOSS_KEYS = ("total", "main", "rotation", "mae")
@@ -75,6 +84,8 @@ class TrainOptions:
     val_data: str | os.PathLike | None = None
     val_fraction: float = 0.0
     val_every: int = 1
+    val_cases: str | os.PathLike | None = None  # a 4D case list (evaluate --cases)
+    val_split: str = "validation"
     precision: str = "auto"
     augment: str = "none"
 
@@ -94,6 +105,8 @@ class TrainOptions:
             raise InputError(f"--width must be > 0 and finite, got {self.width}")
         if self.val_every < 1:
             raise InputError(f"--val-every must be >= 1, got {self.val_every}")
+        if self.val_split not in SPLITS:
+            raise InputError(f"--val-split must be one of {', '.join(SPLITS)}")
         if self.val_data is not None and self.val_fraction:
             raise InputError("give either --val-data or --val-fraction, not both")
         if self.heads not in HEAD_TRUNKS:
@@ -129,6 +142,7 @@ def derived_seed(*keys: int) -> int:
 class _Data:
     train: PairDataset
     val: PairDataset | None
+    cases: list[EvalCase] = field(default_factory=list)  # 4D cases scored by interpolation
 
 
 @dataclass
@@ -196,8 +210,10 @@ def load_data(options: TrainOptions) -> _Data:
     elif options.val_fraction:
         pairs, val_pairs = split_validation(pairs, options.val_fraction, options.seed)
     augment = AugmentOptions() if options.augment == "full" else None
+    cases = (load_cases(options.val_cases, options.val_split)
+             if options.val_cases is not None else [])
     return _Data(PairDataset(pairs, options.size, zoom, augment, options.seed),
-                 PairDataset(val_pairs, options.size, zoom) if val_pairs else None)
+                 PairDataset(val_pairs, options.size, zoom) if val_pairs else None, cases)
 
 
 def _load_model(options: TrainOptions, device: torch.device) -> tuple[TTTModel, dict[str, Any]]:
@@ -274,9 +290,11 @@ def _fit(run: _Run, data: _Data, progress: Progress) -> dict[str, Any]:
         sampler.set_epoch(epoch)
         data.train.set_epoch(epoch)
         record = {"epoch": epoch + 1, **_train_epoch(run, loader, epoch, steps)}
-        if data.val is not None and ((epoch + 1) % options.val_every == 0
-                                     or epoch + 1 == options.epochs):
-            record.update(validate(run, data.val))
+        if (epoch + 1) % options.val_every == 0 or epoch + 1 == options.epochs:
+            if data.val is not None:
+                record.update(validate(run, data.val))
+            if data.cases and ctx.is_main:
+                record.update(validate_interpolation(run, data.cases))
         run.history.append(record)
         info = _info(run, data, epoch + 1, len(loader), time.perf_counter() - started)
         _save(run, info)
@@ -352,6 +370,26 @@ def validate(run: _Run, dataset: PairDataset) -> dict[str, float]:
     return {"val_cycle": total_cycle / count, "val_ncc": total_ncc / count}
 
 
+def validate_interpolation(run: _Run, cases: list[EvalCase]) -> dict[str, float]:
+    """PSNR (seq) of the hidden frames of 4D ``cases`` predicted without TTT, and of linear
+    blending: what ``tttinterp evaluate`` reports, so a recipe is judged on interpolation
+    itself while it trains (the held-out cycle loss kept falling while this stayed flat).
+
+    Rank 0 only: the other ranks go on to the next epoch and wait for it at the next
+    gradient all-reduce.
+    """
+    from ..models.loading import LoadedModel
+    from .evaluation import evaluate_cases
+    from .settings import EvalSetting
+
+    run.model.eval()
+    loaded = LoadedModel(run.model, run.device, True, "the model in training")
+    rows = evaluate_cases(cases, [EvalSetting("linear blending", "linear"),
+                                  EvalSetting("UVI-Net", "uvinet")], model=loaded).rows
+    run.model.train()
+    return {"val_psnr_seq_linear": rows[0]["PSNR_seq"], "val_psnr_seq": rows[1]["PSNR_seq"]}
+
+
 def _info(run: _Run, data: _Data, epochs: int, steps_per_epoch: int,
           seconds: float) -> dict[str, Any]:
     """What the checkpoint records about its training (the model card reads this)."""
@@ -362,6 +400,8 @@ def _info(run: _Run, data: _Data, epochs: int, steps_per_epoch: int,
         "trained": True, "data": str(options.data), "cases": data.train.cases,
         "val_data": str(options.val_data) if options.val_data is not None else None,
         "val_fraction": options.val_fraction, "val_cases": data.val.cases if data.val else [],
+        "val_sequences": str(options.val_cases) if options.val_cases is not None else None,
+        "val_split": options.val_split if options.val_cases is not None else None,
         "size": list(options.size), "zoom": list(check_zoom(options.zoom)),
         "epochs": epochs, "steps": resumed_steps + new_epochs * steps_per_epoch,
         "world_size": run.ctx.world_size, "pairs_per_step": run.ctx.world_size,
@@ -394,7 +434,9 @@ def _save(run: _Run, info: dict[str, Any]) -> None:
 
 def _describe(run: _Run, data: _Data, steps_per_epoch: int, start: int) -> str:
     options = run.options
-    val = f", {len(data.val)} validation pairs" if data.val else ", no validation"
+    val = f", {len(data.val)} validation pairs" if data.val else ", no validation pairs"
+    if data.cases:
+        val += f", {len(data.cases)} validation sequences"
     resumed = f", resuming after epoch {start}" if start else ""
     return (f"{run.ctx.describe(run.backend)}; {len(data.train)} training pairs{val}; grid "
             f"{'x'.join(map(str, options.size))}, zoom {'/'.join(f'{z:g}' for z in options.zoom)}"
@@ -407,4 +449,7 @@ def _epoch_summary(record: dict[str, Any], epochs: int) -> str:
     parts += [f"{key} {record[key]:.4f}" for key in LOSS_KEYS]
     if "val_cycle" in record:
         parts += [f"val cycle {record['val_cycle']:.4f}", f"val NCC {record['val_ncc']:.4f}"]
+    if "val_psnr_seq" in record:
+        parts += [f"val PSNR (seq) {record['val_psnr_seq']:.3f} "
+                  f"(linear {record['val_psnr_seq_linear']:.3f})"]
     return ", ".join(parts)
