@@ -193,7 +193,7 @@ class RefineNet(nn.Module):
 #: Intermediate frames that go through the refinement network as one batch in
 #: :meth:`UVINet.interpolate`. Measured at 128x128x32 on 2 CPU cores (7 frames, bf16): one at a
 #: time 2.35 s, 2 per batch 2.13 s, 4 per batch 2.24 s, all 7 2.52 s (float32 likewise:
-#: 4.40 / 3.73 / 3.84 / 4.15 s); the frames are bit-identical either way.
+#: 4.40 / 3.73 / 3.84 / 4.15 s); the frames agree to float rounding (there: bit for bit).
 FRAMES_PER_BATCH = 2
 
 
