@@ -52,7 +52,35 @@ def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> tor
         scale = torch.tensor([2.0 / max(s - 1, 1) for s in shape], device=flow.device,
                              dtype=flow.dtype).view(1, 3, 1, 1, 1)
         grid = (positions * scale - 1.0).permute(0, 2, 3, 4, 1).flip(-1)
+        return _grid_sample_all_threads(image, grid, mode)
+
+
+def _grid_sample_all_threads(image: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:
+    """``F.grid_sample`` (zero padding, ``align_corners=True``) on every CPU thread.
+
+    Why: PyTorch's 3D ``grid_sample`` on the CPU, forward and backward, parallelises over the
+    batch only, so a one-volume warp ran on one core however many the machine has. With fewer
+    batch items than threads, each item's output voxels are cut into one equal run per thread
+    (the grid flattened, padded with the centre position), the runs sampled as one batch that
+    reads the item through an expanded view (no copy). Every output voxel is computed exactly
+    as before; the input's gradient is summed over the runs, so only its rounding changes.
+    """
+    threads = torch.get_num_threads()
+    if image.device.type != "cpu" or image.shape[0] >= threads:
         return F.grid_sample(image, grid, mode=mode, padding_mode="zeros", align_corners=True)
+    channels, shape = image.shape[1], grid.shape[1:4]
+    voxels = shape[0] * shape[1] * shape[2]
+    runs = min(threads, voxels)
+    per_run = -(-voxels // runs)
+    outputs = []
+    for item, item_grid in zip(image.split(1), grid.split(1), strict=True):
+        flat = F.pad(item_grid.reshape(voxels, 3), (0, 0, 0, per_run * runs - voxels))
+        source = item.expand(runs, *item.shape[1:])
+        out = F.grid_sample(source, flat.reshape(runs, per_run, 1, 1, 3), mode=mode,
+                            padding_mode="zeros", align_corners=True)
+        outputs.append(out.reshape(runs, channels, per_run).transpose(0, 1)
+                       .reshape(channels, -1)[:, :voxels].reshape(1, channels, *shape))
+    return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
 
 
 def downsample_flow(flow: torch.Tensor, level: int) -> torch.Tensor:
