@@ -6,12 +6,17 @@ step of each task (rotation, mae, cycle; adapting the feature extractor as ``ttt
 Columns, one per setting, all measured in this process with the repeats interleaved (settings
 alternate, the median is reported) so a busy machine slows every setting alike:
 
-- ``reference``: float32, channels-first activations: the unoptimised eager path;
+- ``reference``: float32, channels-first activations, one plain ``grid_sample`` per warp: the
+  unoptimised eager path;
 - ``default``: what the engine runs by default (``auto`` precision: bfloat16 inference on a
   CPU with bfloat16 units, float32 otherwise and for every step) with the optimised layout
-  (channels-last convolutions);
+  (channels-last convolutions) and warps on every thread (``warp.threaded_warp``);
 - ``bf16``: bfloat16 autocast (``--precision bf16``; fast on CPUs with bfloat16 units, see
-  ``precision.cpu_has_fast_bf16``), the same layout.
+  ``precision.cpu_has_fast_bf16``; on other CPUs emulated and many times slower: leave it out
+  there with ``--settings reference,default``), the same layout;
+- ``default-1-thread-warp`` (on request): ``default`` with each warp one plain
+  ``grid_sample`` call, which PyTorch runs on one thread per batch item: what the threaded
+  warp buys.
 
 Beside each time: its speed-up over ``reference`` and the difference of the results from
 ``reference``: for inference the largest absolute voxel difference of the frames and the change
@@ -46,6 +51,7 @@ from TTTInterpolationLib.data.phantoms.sequences import phantom_frames
 from TTTInterpolationLib.models.ttt import trainable_parameters
 from TTTInterpolationLib.models.ttt_model import TTTModel
 from TTTInterpolationLib.nn.networks import channels_last_layout
+from TTTInterpolationLib.nn.warp import threaded_warp
 from TTTInterpolationLib.runtime.precision import (
     auto_precision,
     autocast,
@@ -55,7 +61,10 @@ from TTTInterpolationLib.runtime.precision import (
 
 TIMES = [k / 8 for k in range(1, 8)]  # 7 intermediate frames, as in docs/method-notes.md §11
 WEIGHTS = Path(__file__).resolve().parents[1] / "TTTInterpolationLib" / "weights"
-SETTINGS = {"reference": ("fp32", False), "default": ("auto", True), "bf16": ("bf16", True)}
+#: setting -> (precision, channels-last layout, warp on every thread)
+SETTINGS = {"reference": ("fp32", False, False), "default": ("auto", True, True),
+            "bf16": ("bf16", True, True), "default-1-thread-warp": ("auto", True, False)}
+DEFAULT_SETTINGS = "reference,default,bf16"
 PHASE = 0.35  # end-diastole to about end-systole of the cardiac phantom
 
 
@@ -159,8 +168,9 @@ def compare(kind: str, ref, out, truth: torch.Tensor) -> str:
 
 
 def measure(call: Callable[[], object], setting: str) -> tuple[object, float, float]:
-    precision, layout = SETTINGS[setting]
-    with auto_precision(precision), channels_last_layout(layout), PeakMemory() as memory:
+    precision, layout, threaded = SETTINGS[setting]
+    with (auto_precision(precision), channels_last_layout(layout), threaded_warp(threaded),
+          PeakMemory() as memory):
         start = time.perf_counter()
         result = call()
         seconds = time.perf_counter() - start
@@ -173,7 +183,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed repeats per setting")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rows", default="inference,train,rotation,mae,cycle")
-    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--settings", default=DEFAULT_SETTINGS,
+                        help=f"comma-separated, of {', '.join(SETTINGS)}")
     parser.add_argument("--weights", help="checkpoint to time (default: the shipped model)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

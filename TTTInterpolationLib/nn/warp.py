@@ -8,6 +8,9 @@ every call, so no grid is ever stored in a checkpoint and any volume size works 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 
@@ -55,6 +58,20 @@ def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> tor
         return _grid_sample_all_threads(image, grid, mode)
 
 
+_THREADED = {"enabled": True}
+
+
+@contextmanager
+def threaded_warp(enabled: bool) -> Iterator[None]:
+    """Switch :func:`warp`'s one-run-per-thread sampling on or off for the block (off is one
+    plain ``grid_sample`` call: the benchmark's unoptimised reference)."""
+    previous, _THREADED["enabled"] = _THREADED["enabled"], bool(enabled)
+    try:
+        yield
+    finally:
+        _THREADED["enabled"] = previous
+
+
 def _grid_sample_all_threads(image: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:
     """``F.grid_sample`` (zero padding, ``align_corners=True``) on every CPU thread.
 
@@ -66,7 +83,7 @@ def _grid_sample_all_threads(image: torch.Tensor, grid: torch.Tensor, mode: str)
     as before; the input's gradient is summed over the runs, so only its rounding changes.
     """
     threads = torch.get_num_threads()
-    if image.device.type != "cpu" or image.shape[0] >= threads:
+    if image.device.type != "cpu" or image.shape[0] >= threads or not _THREADED["enabled"]:
         return F.grid_sample(image, grid, mode=mode, padding_mode="zeros", align_corners=True)
     channels, shape = image.shape[1], grid.shape[1:4]
     voxels = shape[0] * shape[1] * shape[2]
