@@ -21,10 +21,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the engine beside this script
 
+from acdc4d_headroom import CASES  # this folder is on sys.path when run as a script
+
 from TTTInterpolationLib.nn.metrics import psnr
 from TTTInterpolationLib.workflows.sequence_cases import load_cases
-
-CASES = Path(__file__).resolve().parents[2] / "shared" / "data" / "acdc-4d" / "cases.csv"
 
 
 def main() -> None:

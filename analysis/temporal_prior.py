@@ -28,15 +28,14 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the engine beside this script
 
-from TTTInterpolationLib.data.model_grid import to_model_grid
+from acdc4d_headroom import CASES, on_grid  # this folder is on sys.path when run as a script
+
 from TTTInterpolationLib.data.preprocess import PreparedPair, prepare_pair
 from TTTInterpolationLib.models.loading import load_model
 from TTTInterpolationLib.nn.losses import charbonnier, grad_l2
 from TTTInterpolationLib.nn.metrics import psnr
 from TTTInterpolationLib.nn.warp import warp
 from TTTInterpolationLib.workflows.sequence_cases import load_cases
-
-CASES = Path(__file__).resolve().parents[2] / "shared" / "data" / "acdc-4d" / "cases.csv"
 
 
 @dataclass
@@ -49,12 +48,6 @@ class Pair:
     prepared: PreparedPair
     phi01: torch.Tensor
     phi10: torch.Tensor
-
-
-def on_grid(pair: PreparedPair, frame: np.ndarray) -> torch.Tensor:
-    """A frame normalised with the pair's window and placed on its model grid."""
-    array = to_model_grid(pair.window.normalize(frame), pair.mapping)
-    return torch.from_numpy(np.ascontiguousarray(array))[None, None]
 
 
 def block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
