@@ -132,6 +132,9 @@ class Work:
 
     def train_step(self) -> tuple[float, torch.Tensor]:
         model = self._fresh().train()
+        # Gradients from the previous call would otherwise add up (loading weights keeps
+        # ``.grad``), and the compared gradient would be a sum over every earlier call.
+        model.zero_grad(set_to_none=True)
         for p in model.parameters():
             p.requires_grad_(True)
         optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, amsgrad=True)
