@@ -16,7 +16,10 @@ alternate, the median is reported) so a busy machine slows every setting alike:
   there with ``--settings reference,default``), the same layout;
 - ``default-1-thread-warp`` (on request): ``default`` with each warp one plain
   ``grid_sample`` call, which PyTorch runs on one thread per batch item: what the threaded
-  warp buys.
+  warp buys;
+- ``default-kept-heap``: ``default`` with freed memory kept in the heap
+  (``runtime.memory.keep_freed_memory``, what ``tttinterp`` and the Slicer worker run with);
+  every other setting runs with glibc's defaults.
 
 Beside each time: its speed-up over ``reference`` and the difference of the results from
 ``reference``: for inference the largest absolute voxel difference of the frames and the change
@@ -52,6 +55,7 @@ from TTTInterpolationLib.models.ttt import trainable_parameters
 from TTTInterpolationLib.models.ttt_model import TTTModel
 from TTTInterpolationLib.nn.networks import channels_last_layout
 from TTTInterpolationLib.nn.warp import threaded_warp
+from TTTInterpolationLib.runtime.memory import kept_heap
 from TTTInterpolationLib.runtime.precision import (
     auto_precision,
     autocast,
@@ -61,10 +65,12 @@ from TTTInterpolationLib.runtime.precision import (
 
 TIMES = [k / 8 for k in range(1, 8)]  # 7 intermediate frames, as in docs/method-notes.md §11
 WEIGHTS = Path(__file__).resolve().parents[1] / "TTTInterpolationLib" / "weights"
-#: setting -> (precision, channels-last layout, warp on every thread)
-SETTINGS = {"reference": ("fp32", False, False), "default": ("auto", True, True),
-            "bf16": ("bf16", True, True), "default-1-thread-warp": ("auto", True, False)}
-DEFAULT_SETTINGS = "reference,default,bf16"
+#: setting -> (precision, channels-last layout, warp on every thread, freed memory kept)
+SETTINGS = {"reference": ("fp32", False, False, False), "default": ("auto", True, True, False),
+            "bf16": ("bf16", True, True, False),
+            "default-1-thread-warp": ("auto", True, False, False),
+            "default-kept-heap": ("auto", True, True, True)}
+DEFAULT_SETTINGS = "reference,default,default-kept-heap,bf16"
 PHASE = 0.35  # end-diastole to about end-systole of the cardiac phantom
 
 
@@ -171,9 +177,9 @@ def compare(kind: str, ref, out, truth: torch.Tensor) -> str:
 
 
 def measure(call: Callable[[], object], setting: str) -> tuple[object, float, float]:
-    precision, layout, threaded = SETTINGS[setting]
+    precision, layout, threaded, kept = SETTINGS[setting]
     with (auto_precision(precision), channels_last_layout(layout), threaded_warp(threaded),
-          PeakMemory() as memory):
+          kept_heap(kept), PeakMemory() as memory):
         start = time.perf_counter()
         result = call()
         seconds = time.perf_counter() - start
