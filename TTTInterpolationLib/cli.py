@@ -17,6 +17,7 @@ from .config import (
     AUGMENT_CHOICES,
     DEFAULT_GRID_SIZE,
     DEVICES,
+    FLOW_RESOLUTIONS,
     HEAD_TRUNKS,
     METHODS,
     OPTIMIZERS,
@@ -76,6 +77,10 @@ def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False,
                    help="checkpoint file (.safetensors or .pt) or a registered model name "
                    "(TTTInterpolationLib/weights/Models.json), or 'untrained' for a random "
                    "initialisation; default: the registered default model, if any")
+    g.add_argument("--flow-resolution", choices=FLOW_RESOLUTIONS, default=None,
+                   help="where UVI-Net estimates the motion: full, or half (frames averaged "
+                   "down 2x, flows upsampled: cheaper, most of all for --ttt cycle); default: "
+                   "as the model was trained")
     g.add_argument("--device", choices=DEVICES, default="auto",
                    help="auto picks CUDA, then Apple MPS, then CPU")
     g.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
@@ -87,6 +92,17 @@ def _ttt_options(args: argparse.Namespace) -> dict[str, Any]:
     """The TTT fields the model options set (``None``: not given, the default applies)."""
     return {"steps": args.steps, "lr": args.lr, "optimizer": args.optimizer,
             "adapt": args.adapt, "seed": args.seed, "guard": False if args.no_guard else None}
+
+
+def _model_override(args: argparse.Namespace) -> Any:
+    """The model loaded here when ``--flow-resolution`` changes how it runs, else ``None``
+    (the workflow loads the model itself, as it would without the option)."""
+    if args.method != "uvinet" or args.flow_resolution is None:
+        return None
+    from .models.loading import load_model
+
+    return load_model(args.weights, args.device, seed=args.seed,
+                      flow_resolution=args.flow_resolution)
 
 
 def _frame_pair(values: Sequence[int]) -> tuple[int, int]:
@@ -119,7 +135,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     _note_untrained(args, progress)
     result = interpolate_sequence(request, request.pairs[0], times, method=args.method,
                                   ttt=config, weights=args.weights, device=args.device,
-                                  progress=progress)
+                                  model=_model_override(args), progress=progress)
     write_4d(args.output, result)
     progress.update("done", 1.0, f"wrote {result.num_frames} frames to {args.output}")
     progress.close()
@@ -168,7 +184,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if ctx.is_main:
         _note_untrained(args, progress)
     result = evaluate_rows(cases, settings, ctx, weights=args.weights, device=args.device,
-                           seed=args.seed, progress=progress)
+                           seed=args.seed, model=_model_override(args), progress=progress)
     if result is None:  # not rank 0: rank 0 prints and writes the merged table
         return 0
     rows, per_case = result
@@ -208,7 +224,7 @@ def cmd_evaluate_pairs(args: argparse.Namespace) -> int:
     _note_untrained(args, progress)
     result = evaluate_pairs(args.data, settings, cases=args.cases, limit=args.limit,
                             size=tuple(args.size), weights=args.weights, device=args.device,
-                            seed=args.seed, progress=progress)
+                            seed=args.seed, model=_model_override(args), progress=progress)
     progress.update("done", 1.0, "evaluation finished")
     progress.close()
     print(format_pairs_table(result.rows),
@@ -275,7 +291,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                            val_data=args.val_data, val_fraction=args.val_fraction,
                            val_every=args.val_every, val_cases=args.val_cases,
                            val_split=args.val_split, precision=args.precision,
-                           augment=args.augment, heads=args.heads)
+                           augment=args.augment, heads=args.heads,
+                           flow_resolution=args.flow_resolution)
     info = train(options, progress_kind=args.progress)
     if DistContext.from_env().is_main and args.progress != "jsonl":
         last = info["history"][-1]
@@ -383,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "encoder, so TTT moves the motion; default) or features (the TTT4MII paper)")
     p.add_argument("--width", type=float, default=1.0,
                    help="channel width factor of a new model (default 1 = published)")
+    p.add_argument("--flow-resolution", choices=FLOW_RESOLUTIONS, default="full",
+                   help="where a new model's flow network runs: full (default, as published) "
+                   "or half (frames averaged down 2x, flows upsampled: a cheaper training "
+                   "step; the model keeps it)")
     p.add_argument("--resume", default=None,
                    help="checkpoint to continue from (its .optim.pt restores Adam too)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",

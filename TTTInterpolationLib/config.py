@@ -27,6 +27,11 @@ ADAPT = ("auto", "trunk", "features", "all")
 #: then estimates the motion, so TTT moves the motion), ``features`` = the feature extractor
 #: that feeds only the refinement residual (the TTT4MII paper's Y-model).
 HEAD_TRUNKS = ("flow", "features")
+#: Where the flow network estimates the motion: ``full`` = on the frames as they are (the
+#: published model); ``half`` = on the frames averaged down 2x per axis, the flows upsampled
+#: back (the flow network then costs about 1/8; the README's "Speed" has the measured effect
+#: on the ACDC 4D validation split).
+FLOW_RESOLUTIONS = ("full", "half")
 #: Rows of a case list (``evaluate --cases``): the ACDC 4D split names, or every row.
 SPLITS = ("all", "validation", "test")
 #: Training augmentation: ``none`` = centre crops (the default: chosen on the ACDC 4D validation
@@ -66,12 +71,15 @@ class ModelConfig:
     ``heads`` says which trunk the rotation and MAE heads read (:data:`HEAD_TRUNKS`); it
     defaults to the paper's ``features`` so checkpoints saved before the choice existed load
     as what they are (``tttinterp train`` makes ``flow`` models unless told otherwise).
+    ``flow_resolution`` (:data:`FLOW_RESOLUTIONS`) says where the flow network runs; it
+    defaults to the published ``full``, which checkpoints saved before it existed used.
     """
 
     width: float = 1.0
     mae_patch: tuple[int, int, int] = (8, 8, 4)
     mae_mask_ratio: float = 0.8
     heads: str = "features"
+    flow_resolution: str = "full"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.width) and self.width > 0):
@@ -80,6 +88,7 @@ class ModelConfig:
             raise InputError(f"MAE mask ratio must be in (0, 1), got {self.mae_mask_ratio}")
         object.__setattr__(self, "mae_patch", tuple(int(p) for p in self.mae_patch))
         _check_choice("head trunk", self.heads, HEAD_TRUNKS)
+        _check_choice("flow resolution", self.flow_resolution, FLOW_RESOLUTIONS)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

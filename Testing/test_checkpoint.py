@@ -14,11 +14,12 @@ from TTTInterpolationLib.models.ttt_model import TTTModel
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
 def test_round_trip_keeps_config_weights_and_info(tmp_path, suffix):
-    model = TTTModel(ModelConfig(width=0.5, mae_mask_ratio=0.6))
+    model = TTTModel(ModelConfig(width=0.5, mae_mask_ratio=0.6, flow_resolution="half"))
     path = tmp_path / f"model{suffix}"
     save_checkpoint(path, model, {"trained": True, "epochs": 3})
     loaded, info = load_checkpoint(path, sha256=sha256_file(path))
     assert loaded.config == model.config
+    assert loaded.uvinet.flow.resolution == "half"  # the rebuilt network runs as saved
     assert info == {"trained": True, "epochs": 3}
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)

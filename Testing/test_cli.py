@@ -18,6 +18,7 @@ import torch
 from TTTInterpolationLib.data.phantoms.sequences import make_phantom_sequence
 from TTTInterpolationLib.data.volume import Sequence4D
 from TTTInterpolationLib.fileio.volume_io import read_4d, write_4d, write_volume
+from TTTInterpolationLib.models.checkpoint import load_checkpoint
 
 SIZE = (32, 32, 16)
 
@@ -112,6 +113,8 @@ BAD = {
     "unknown option value": (lambda p, t: ["interpolate", p, "--frames", "0", "4", "--num", "1",
                                            "--scheme", "batch"], "invalid choice"),
     "bad shift": (lambda p, t: ["phantom", "--shift", "noise=x"], "noise"),
+    "bad flow resolution": (lambda p, t: ["interpolate", p, "--frames", "0", "4", "--num", "1",
+                                          "--flow-resolution", "quarter"], "invalid choice"),
 }
 
 
@@ -170,14 +173,22 @@ def test_train_then_interpolate_with_the_checkpoint(tmp_path):
     assert res.returncode == 0, res.stderr
     ckpt = tmp_path / "model.safetensors"
     res = run_cli("train", "--data", data, "--epochs", "1", "--size", *map(str, SIZE), "--out",
-                  ckpt, "--progress", "none", "--device", "cpu")
+                  ckpt, "--progress", "none", "--device", "cpu", "--flow-resolution", "half")
     assert res.returncode == 0, res.stderr
+    assert load_checkpoint(ckpt)[0].config.flow_resolution == "half"
     src = tmp_path / "in.seq.nrrd"
     write_4d(src, make_phantom_sequence("cardiac", 10, SIZE, seed=7))
-    res = run_cli("interpolate", src, "--frames", "0", "4", "--num", "1", "--weights", ckpt,
-                  "--progress", "none", "-o", tmp_path / "o.seq.nrrd")
-    assert res.returncode == 0, res.stderr
-    assert "untrained" not in res.stderr
+    frames = {}
+    for resolution in ("half", "full"):  # the model's own, then overridden
+        out = tmp_path / f"{resolution}.seq.nrrd"
+        extra = ["--flow-resolution", "full"] if resolution == "full" else []
+        res = run_cli("interpolate", src, "--frames", "0", "4", "--num", "2", "--weights", ckpt,
+                      "--progress", "none", *extra, "-o", out)
+        assert res.returncode == 0, res.stderr
+        assert "untrained" not in res.stderr
+        frames[resolution] = read_4d(out).frames
+    # The flows differ, so do the frames (a trained refinement net sees other warps).
+    assert float(np.abs(frames["half"] - frames["full"]).max()) > 0
 
 
 def test_evaluate_case_list_split_and_shift(phantom, tmp_path):

@@ -19,7 +19,10 @@ alternate, the median is reported) so a busy machine slows every setting alike:
   warp buys;
 - ``default-kept-heap``: ``default`` with freed memory kept in the heap
   (``runtime.memory.keep_freed_memory``, what ``tttinterp`` and the Slicer worker run with);
-  every other setting runs with glibc's defaults.
+  every other setting runs with glibc's defaults;
+- ``kept-heap-half-flow`` (on request): ``default-kept-heap`` with the flow network at half
+  resolution (``--flow-resolution half``, a model option: results change, its differences
+  column says by how much on the phantom).
 
 Beside each time: its speed-up over ``reference`` and the difference of the results from
 ``reference``: for inference the largest absolute voxel difference of the frames and the change
@@ -65,11 +68,14 @@ from TTTInterpolationLib.runtime.precision import (
 
 TIMES = [k / 8 for k in range(1, 8)]  # 7 intermediate frames, as in docs/method-notes.md §11
 WEIGHTS = Path(__file__).resolve().parents[1] / "TTTInterpolationLib" / "weights"
-#: setting -> (precision, channels-last layout, warp on every thread, freed memory kept)
-SETTINGS = {"reference": ("fp32", False, False, False), "default": ("auto", True, True, False),
-            "bf16": ("bf16", True, True, False),
-            "default-1-thread-warp": ("auto", True, False, False),
-            "default-kept-heap": ("auto", True, True, True)}
+#: setting -> (precision, channels-last layout, warp on every thread, freed memory kept,
+#: flow resolution)
+SETTINGS = {"reference": ("fp32", False, False, False, "full"),
+            "default": ("auto", True, True, False, "full"),
+            "bf16": ("bf16", True, True, False, "full"),
+            "default-1-thread-warp": ("auto", True, False, False, "full"),
+            "default-kept-heap": ("auto", True, True, True, "full"),
+            "kept-heap-half-flow": ("auto", True, True, True, "half")}
 DEFAULT_SETTINGS = "reference,default,default-kept-heap,bf16"
 PHASE = 0.35  # end-diastole to about end-systole of the cardiac phantom
 
@@ -176,8 +182,10 @@ def compare(kind: str, ref, out, truth: torch.Tensor) -> str:
     return f"dloss {abs(loss_out - loss_ref) / max(abs(loss_ref), 1e-12):.1e}, cos {cos:.5f}"
 
 
-def measure(call: Callable[[], object], setting: str) -> tuple[object, float, float]:
-    precision, layout, threaded, kept = SETTINGS[setting]
+def measure(call: Callable[[], object], setting: str,
+            model: TTTModel) -> tuple[object, float, float]:
+    precision, layout, threaded, kept, flow_resolution = SETTINGS[setting]
+    model.set_flow_resolution(flow_resolution)
     with (auto_precision(precision), channels_last_layout(layout), threaded_warp(threaded),
           kept_heap(kept), PeakMemory() as memory):
         start = time.perf_counter()
@@ -217,7 +225,7 @@ def main() -> None:
             results, times, peaks = {}, {s: [] for s in settings}, {s: 0.0 for s in settings}
             for repeat in range(args.repeat + 1):
                 for s in settings:
-                    result, seconds, peak = measure(calls[row], s)
+                    result, seconds, peak = measure(calls[row], s, model)
                     results.setdefault(s, result)
                     peaks[s] = max(peaks[s], peak)
                     if repeat:  # the first round warms up

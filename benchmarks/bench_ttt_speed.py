@@ -5,7 +5,9 @@ Baselines: inference time (for the TTT tasks) and a per-frame-recompute loop on 
 which recomputes the flows and both feature pyramids for every intermediate frame as the
 published inference loop does (ours computes them once per pair). It is NOT the speed of the
 published code (measured here that is faster than this loop); for speed-ups against the
-unoptimised path of this code and the bfloat16 tolerance see ``bench_speed.py``.
+unoptimised path of this code and the bfloat16 tolerance see ``bench_speed.py``. Freed memory
+is kept in the heap as in ``tttinterp`` (``runtime/memory.py``; ``TTT_KEEP_FREED_MEMORY=0``
+measures glibc's defaults).
 
     python benchmarks/bench_ttt_speed.py --size 64 64 32 --size 128 128 32 --steps 5
 """
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the engine besid
 from TTTInterpolationLib.config import TTTConfig
 from TTTInterpolationLib.models.ttt import Case, run_ttt
 from TTTInterpolationLib.models.ttt_model import TTTModel
+from TTTInterpolationLib.runtime.memory import keep_freed_memory_unless_disabled
 
 TIMES = [k / 8 for k in range(1, 8)]  # 7 intermediate frames, as in docs/method-notes.md §11
 
@@ -50,10 +53,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    kept = keep_freed_memory_unless_disabled()
     sizes = args.size or [[64, 64, 32]]
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
-          f"{len(TIMES)} frames per case, {args.steps} TTT steps")
+          f"{len(TIMES)} frames per case, {args.steps} TTT steps, freed memory kept: {kept}")
     print(f"{'size':<14} {'what':<26} {'s/case':>8} {'ratio':>10}")
     for size in sizes:
         torch.manual_seed(0)

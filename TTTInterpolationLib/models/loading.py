@@ -47,13 +47,24 @@ def default_weights(progress: Progress | None = None) -> Path | None:
 
 def load_model(weights: str | os.PathLike | None = None, device: str = "auto",
                sha256: str | None = None, seed: int = 0,
-               progress: Progress | None = None) -> LoadedModel:
+               progress: Progress | None = None,
+               flow_resolution: str | None = None) -> LoadedModel:
     """Load ``weights`` (a checkpoint path or a registered model name) or the default model.
 
     ``weights="untrained"``, or neither given nor a default registered, builds an untrained
     model seeded by ``seed`` (a baseline, and the start of pure instance optimisation).
     ``sha256`` checks a file given by path; registered models carry their own checksum.
+    ``flow_resolution`` (``full``/``half``) overrides where the model's flow network runs
+    (:meth:`TTTModel.set_flow_resolution`); ``None`` keeps the checkpoint's own.
     """
+    loaded = _load(weights, device, sha256, seed, progress)
+    if flow_resolution is not None:
+        loaded.model.set_flow_resolution(flow_resolution)
+    return loaded
+
+
+def _load(weights: str | os.PathLike | None, device: str, sha256: str | None, seed: int,
+          progress: Progress | None) -> LoadedModel:
     from .registry import default_model_name, resolve_weights
 
     dev = resolve_device(device)

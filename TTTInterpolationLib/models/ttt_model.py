@@ -6,6 +6,8 @@ checkpoints hold and what test-time training adapts.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,6 +36,17 @@ class TTTModel(nn.Module):
             channels, frames = self.uvinet.features.channels[2], 1
         self.rotation_head = RotationHead(channels, self.config.width)
         self.mae_head = MAEHead(channels, self.config.width, out_channels=frames)
+
+    def set_flow_resolution(self, resolution: str) -> None:
+        """Run the flow network at ``resolution`` (``ModelConfig.flow_resolution``) from now on.
+
+        The same weights serve both: the network is fully convolutional and its flows are in
+        voxels of the frames it is given. The config records the choice, so a checkpoint
+        saved afterwards runs the same way when loaded.
+        """
+        self.config = replace(self.config, flow_resolution=resolution)  # validates the name
+        self.uvinet.config = self.config
+        self.uvinet.flow.resolution = resolution
 
     def trunk_parameters(self) -> list[nn.Parameter]:
         """The parameters the heads share with the interpolation (what ``adapt=trunk`` trains)."""

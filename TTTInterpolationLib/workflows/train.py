@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..config import (
     AUGMENT_CHOICES,
     DEFAULT_GRID_SIZE,
+    FLOW_RESOLUTIONS,
     HEAD_TRUNKS,
     SPLITS,
     ModelConfig,
@@ -86,6 +87,7 @@ class TrainOptions:
     resume: str | os.PathLike | None = None
     width: float = 1.0
     heads: str = "flow"
+    flow_resolution: str = "full"
     val_data: str | os.PathLike | None = None
     val_fraction: float = 0.0
     val_every: int = 1
@@ -116,6 +118,8 @@ class TrainOptions:
             raise InputError("give either --val-data or --val-fraction, not both")
         if self.heads not in HEAD_TRUNKS:
             raise InputError(f"--heads must be one of {', '.join(HEAD_TRUNKS)}")
+        if self.flow_resolution not in FLOW_RESOLUTIONS:
+            raise InputError(f"--flow-resolution must be one of {', '.join(FLOW_RESOLUTIONS)}")
         if self.augment not in AUGMENT_CHOICES:
             raise InputError(f"--augment must be one of {', '.join(AUGMENT_CHOICES)}")
         if self.precision not in PRECISIONS:
@@ -226,7 +230,9 @@ def _load_model(options: TrainOptions, device: torch.device) -> tuple[TTTModel, 
     if not options.resume:
         with torch.random.fork_rng(devices=[]):  # seed the weights, not the caller's stream
             torch.manual_seed(options.seed)
-            return TTTModel(ModelConfig(width=options.width, heads=options.heads)).to(device), {}
+            config = ModelConfig(width=options.width, heads=options.heads,
+                                 flow_resolution=options.flow_resolution)
+            return TTTModel(config).to(device), {}
     model, previous = load_checkpoint(options.resume, device=device)
     done = len(previous.get("history", []))
     if done >= options.epochs:
