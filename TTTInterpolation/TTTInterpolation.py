@@ -147,6 +147,8 @@ class TTTInterpolationParameterNode:
     weightsFile: pathlib.Path
     device: Device = Device.AUTO
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
+    # Motion estimated on frames averaged down 2x: cycle TTT about 2x faster (README, Speed).
+    halfResolutionFlow: bool = False
     outputSequence: vtkMRMLSequenceNode
     createMerged: bool = False
     # Evaluate mode: every TTT task gets a row, instead of only the chosen one.
@@ -356,7 +358,8 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.startDeviceProbe()
             common = dict(scheme=p.scheme, steps=p.steps, learningRate=p.learningRate or None,
                           weights=p.weightsFile if p.customWeights else None, device=p.device,
-                          seed=p.seed, onProgress=self.onProgress, onFinished=self.onFinished)
+                          seed=p.seed, halfResolutionFlow=p.halfResolutionFlow,
+                          onProgress=self.onProgress, onFinished=self.onFinished)
             if p.mode is Mode.EVALUATE:
                 self.logic.evaluateAsync(p.inputSequence, p.frameA, p.frameB,
                                          ttt=self.evaluationTasks(), **common)

@@ -94,19 +94,24 @@ def test_worker_parses_progress_lines(line: str, expected: ProgressEvent | None)
 def test_worker_command_line_follows_engine_contract(tmp_path: Path) -> None:
     options = EngineOptions(method=Method.UVINET, ttt=TTTTask.CYCLE, scheme=Scheme.MINIBATCH,
                             steps=7, learning_rate=5e-4, weights=None, device=Device.CPU,
-                            seed=3)
+                            seed=3, half_resolution_flow=True)
     args = interpolate_arguments(tmp_path / "a.nrrd", tmp_path / "b.nrrd", [0.25, 0.5],
                                  tmp_path / "out.seq.nrrd", options)
     assert args == ["interpolate", str(tmp_path / "a.nrrd"), str(tmp_path / "b.nrrd"),
                     "--frames", "0", "1", "--times", "0.25", "0.5", "--method", "uvinet",
                     "--ttt", "cycle", "--scheme", "minibatch", "--steps", "7", "--device", "cpu",
-                    "--seed", "3", "--lr", "0.0005", "--progress", "jsonl",
-                    "-o", str(tmp_path / "out.seq.nrrd")]
+                    "--seed", "3", "--lr", "0.0005", "--flow-resolution", "half",
+                    "--progress", "jsonl", "-o", str(tmp_path / "out.seq.nrrd")]
     # The engine's own parser accepts every option the worker can produce.
     from TTTInterpolationLib.cli import build_parser
 
     parsed = build_parser().parse_args(args)
     assert (parsed.ttt, parsed.scheme, parsed.steps, parsed.lr) == ("cycle", "minibatch", 7, 5e-4)
+    assert parsed.flow_resolution == "half"
+    # Off (the default), the model runs as trained: the option is not passed at all.
+    plain = interpolate_arguments(tmp_path / "a.nrrd", tmp_path / "b.nrrd", [0.5],
+                                  tmp_path / "o.seq.nrrd", EngineOptions())
+    assert build_parser().parse_args(plain).flow_resolution is None
 
 
 def test_worker_choices_match_engine() -> None:

@@ -698,12 +698,13 @@ def run_to_end(run: EngineRun, interval: float = 0.1,
 def engine_options(method: Method | str = Method.UVINET, ttt: TTTTask | str = TTTTask.NONE,
                    scheme: Scheme | str = Scheme.ONLINE, steps: int = 10,
                    learningRate: float | None = None, weights: str | Path | None = None,
-                   device: Device | str = Device.AUTO, seed: int = 0) -> EngineOptions:
+                   device: Device | str = Device.AUTO, seed: int = 0,
+                   halfResolutionFlow: bool = False) -> EngineOptions:
     """:class:`EngineOptions` from the console API's names; choices by member or by name."""
     return EngineOptions(method=Method(method), ttt=TTTTask(ttt), scheme=Scheme(scheme),
                          steps=steps, learning_rate=learningRate,
                          weights=Path(weights) if weights else None, device=Device(device),
-                         seed=seed)
+                         seed=seed, half_resolution_flow=bool(halfResolutionFlow))
 
 
 def create_run(scene: slicer.vtkMRMLScene, sequencesLogic: slicer.vtkSlicerSequencesLogic,
@@ -720,8 +721,8 @@ def create_run(scene: slicer.vtkMRMLScene, sequencesLogic: slicer.vtkSlicerSeque
     the frame arguments are ignored; otherwise ``numberOfFrames`` new frames go between items
     ``frameA`` and ``frameB`` (default: the last item). ``options`` are those of
     :func:`engine_options` (``method``, ``ttt``, ``scheme``, ``steps``, ``learningRate``,
-    ``weights``, ``device``, ``seed``); choices accept enum members or their command-line
-    names (``ttt="cycle"``).
+    ``weights``, ``device``, ``seed``, ``halfResolutionFlow``); choices accept enum members or
+    their command-line names (``ttt="cycle"``).
     """
     if sequenceNode is None:
         raise ValueError("select an input sequence")
