@@ -199,6 +199,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         # means. Non-finite scores (the PSNR of an exact prediction) are written as null.
         atomic_write_json(args.json, {
             "input": source, "split": args.split if args.cases else None, "shift": args.shift,
+            "flow_resolution": args.flow_resolution,  # null: each model's own
             "cases": [c.name for c in cases], "pairs": [[c.a, c.b] for c in cases],
             "table": rows, "per_case": per_case})
     return 0

@@ -125,8 +125,8 @@ def test_evaluate_json_is_strict_and_its_top_level_is_not_a_row(tmp_path, capsys
                  "--progress", "none", "--json", str(out)])
     assert code == 0, capsys.readouterr().err
     data = _strict(out.read_text())
-    assert isinstance(data, dict) and set(data) == {"input", "split", "shift", "cases", "pairs",
-                                                    "table", "per_case"}
+    assert isinstance(data, dict) and set(data) == {"input", "split", "shift", "flow_resolution",
+                                                    "cases", "pairs", "table", "per_case"}
     assert data["pairs"] == [[0, 2]] and data["input"] == [str(src)]
     (row,) = data["table"]
     assert row["label"] == "linear blending" and row["PSNR"] is None  # infinite: null
