@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .config import (
     ADAPT,
@@ -29,6 +29,9 @@ from .config import (
     TASKS,
 )
 from .errors import InputError
+
+if TYPE_CHECKING:  # the CLI imports torch only inside the commands that need it
+    from .models.loading import LoadedModel
 
 EXIT_INPUT = 2
 
@@ -94,7 +97,7 @@ def _ttt_options(args: argparse.Namespace) -> dict[str, Any]:
             "adapt": args.adapt, "seed": args.seed, "guard": False if args.no_guard else None}
 
 
-def _model_override(args: argparse.Namespace) -> Any:
+def _model_override(args: argparse.Namespace) -> LoadedModel | None:
     """The model loaded here when ``--flow-resolution`` changes how it runs, else ``None``
     (the workflow loads the model itself, as it would without the option)."""
     if args.method != "uvinet" or args.flow_resolution is None:
@@ -438,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> int:
     """The ``tttinterp`` executable and ``python -m TTTInterpolationLib``: :func:`main` in a
     process of its own, which keeps freed memory in its heap (``runtime/memory.py``: large
-    tensors then reuse it instead of fresh pages; measured 1.4x on 128x128x32 inference).
+    tensors then reuse it instead of fresh pages; 1.2-1.4x on 128x128x32 inference here).
     A caller that runs :func:`main` inside its own process keeps its allocator as it is.
     """
     from .runtime.memory import keep_freed_memory_unless_disabled
