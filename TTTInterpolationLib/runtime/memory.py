@@ -79,8 +79,15 @@ def keep_freed_memory_unless_disabled() -> bool:
 
 @contextmanager
 def kept_heap(enabled: bool) -> Iterator[None]:
-    """The kept heap on or off for a block, then as it was (for side-by-side measurements)."""
+    """The kept heap on or off for a block, then as it was (for side-by-side measurements).
+
+    ``mallopt`` is called only when the state changes, so a block that asks for what is
+    already in force leaves glibc untouched (before any change, with its dynamic thresholds).
+    """
     previous = freed_memory_kept()
+    if enabled == previous:
+        yield
+        return
     keep_freed_memory(enabled)
     try:
         yield
