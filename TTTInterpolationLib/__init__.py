@@ -14,6 +14,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "interpolate": "workflows.inference",
     "interpolate_file": "workflows.inference",
+    "upsample_sequence": "workflows.inference",
+    "upsample_file": "workflows.inference",
     "evaluate_file": "workflows.evaluation",
     "load_model": "models.loading",
     "read_4d": "fileio.volume_io",

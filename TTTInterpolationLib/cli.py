@@ -24,6 +24,7 @@ from .config import (
     PHANTOM_KINDS,
     PRECISIONS,
     PROGRESS_KINDS,
+    PROTOCOLS,
     SCHEMES,
     SPLITS,
     TASKS,
@@ -148,63 +149,124 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluation_cases(args: argparse.Namespace, progress: Any) -> tuple[list[Any], Any]:
-    """The cases of ``evaluate``: rows of ``--cases``, or ``--frames`` pairs of the INPUT."""
+def _evaluation_cases(args: argparse.Namespace, protocol: str,
+                      progress: Any) -> list[Any]:
+    """The cases of ``evaluate`` under ``protocol``: rows of ``--cases``, or ``--frames`` pairs
+    of the INPUT (protocol ``pair``)."""
     from .data.phantoms.shifts import Shift
     from .fileio.volume_io import read_4d
-    from .workflows.evaluation import make_case
+    from .workflows.protocols import pair_case
     from .workflows.sequence_cases import load_cases, shift_sequence
     from .workflows.validation import check_request
 
     shift = Shift.parse(args.shift) if args.shift else None
     if args.cases is not None:
-        if args.inputs or args.frames:
-            raise InputError("give either --cases or INPUT with --frames, not both")
-        return load_cases(args.cases, args.split, shift, args.limit, progress), args.cases
-    if not args.inputs or not args.frames:
-        raise InputError("give INPUT and --frames A B (repeatable), or --cases CSV")
+        return load_cases(args.cases, args.split, shift, args.limit, progress, protocol)
     seq = shift_sequence(read_4d(args.inputs), shift, args.seed)
     request = check_request(seq, [_frame_pair(f) for f in args.frames], hide=True)
-    cases = [make_case(request.seq, c.a, c.b, checked=c) for c in request.cases or ()]
-    return cases, [str(p) for p in args.inputs]
+    return [pair_case(request.seq, c.a, c.b, checked=c) for c in request.cases or ()]
+
+
+def _protocols(args: argparse.Namespace) -> list[str]:
+    """``--protocol`` values (``--cases`` only), or ``pair`` for ``--frames`` on an INPUT."""
+    if args.cases is not None:
+        if args.inputs or args.frames:
+            raise InputError("give either --cases or INPUT with --frames, not both")
+        return list(dict.fromkeys(args.protocol or ["edes"]))
+    if not args.inputs or not args.frames:
+        raise InputError("give INPUT and --frames A B (repeatable), or --cases CSV")
+    if args.protocol:
+        raise InputError("--protocol applies to --cases; with INPUT, --frames A B says what "
+                         "is hidden")
+    return ["pair"]
+
+
+#: Table headings per protocol.
+PROTOCOL_TITLES = {
+    "edes": "end-diastole -> end-systole (every frame between hidden)",
+    "x2": "keep every 2nd frame, fill the rest (upsample by 2)",
+    "x4": "keep every 4th frame, fill the rest (upsample by 4)",
+    "pair": "frames between each --frames pair hidden",
+}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .fileio.volume_io import check_output_path
     from .runtime.distributed import DistContext
-    from .runtime.progress import make_progress
+    from .runtime.progress import SubProgress, make_progress
     from .workflows.evaluation import format_table
     from .workflows.parallel_eval import evaluate_rows
     from .workflows.settings import EvalSetting, evaluation_settings
 
     if args.json:
         check_output_path(args.json, suffixes=(".json",))
+    protocols = _protocols(args)
     settings = evaluation_settings(EvalSetting("linear blending", "linear"), args.ttt,
                                    [args.scheme], args.method, **_ttt_options(args))
     ctx = DistContext.from_env()  # under torchrun the cases are split across the processes
     progress = make_progress(args.progress if ctx.is_main else "none")
-    cases, source = _evaluation_cases(args, progress)
+    all_cases = {p: _evaluation_cases(args, p, progress) for p in protocols}
     if ctx.is_main:
         _note_untrained(args, progress)
-    result = evaluate_rows(cases, settings, ctx, weights=args.weights, device=args.device,
-                           seed=args.seed, model=_model_override(args), progress=progress)
-    if result is None:  # not rank 0: rank 0 prints and writes the merged table
+    model = _model_override(args)
+    if model is None and args.method == "uvinet":
+        from .models.loading import load_model
+
+        model = load_model(args.weights, args.device, seed=args.seed)  # once for all protocols
+    reports = []
+    out = sys.stderr if args.progress == "jsonl" else sys.stdout
+    for k, (protocol, cases) in enumerate(all_cases.items()):
+        sub = SubProgress(progress, k / len(protocols), (k + 1) / len(protocols))
+        result = evaluate_rows(cases, settings, ctx, weights=args.weights, device=args.device,
+                               seed=args.seed, model=model, progress=sub)
+        if result is None:  # not rank 0: rank 0 prints and writes the merged table
+            continue
+        rows, per_case = result
+        hidden = sum(c.num_hidden for c in cases)
+        print(f"{protocol}: {PROTOCOL_TITLES[protocol]}; {len(cases)} cases, {hidden} hidden "
+              f"frames\n{format_table(rows)}\n", file=out)
+        reports.append({"protocol": protocol, "cases": [c.name for c in cases],
+                        "pairs": [[list(p) for p in c.pairs] for c in cases],
+                        "table": rows, "per_case": per_case})
+    if not ctx.is_main:
         return 0
-    rows, per_case = result
     progress.update("done", 1.0, "evaluation finished")
     progress.close()
-    table = format_table(rows)
-    print(table, file=sys.stderr if args.progress == "jsonl" else sys.stdout)
     if args.json:
         from .fileio.atomic import atomic_write_json
 
-        # One object: what was evaluated, then the table (one row per setting) and each case's
-        # means. Non-finite scores (the PSNR of an exact prediction) are written as null.
+        # What was evaluated, then per protocol the table (one row per setting) and each
+        # case's means. Non-finite scores (the PSNR of an exact prediction) are written null.
         atomic_write_json(args.json, {
-            "input": source, "split": args.split if args.cases else None, "shift": args.shift,
+            "input": args.cases if args.cases is not None else [str(p) for p in args.inputs],
+            "split": args.split if args.cases else None, "shift": args.shift,
             "flow_resolution": args.flow_resolution,  # null: each model's own
-            "cases": [c.name for c in cases], "pairs": [[c.a, c.b] for c in cases],
-            "table": rows, "per_case": per_case})
+            "protocols": reports})
+    return 0
+
+
+def cmd_upsample(args: argparse.Namespace) -> int:
+    from .config import TTTConfig
+    from .fileio.volume_io import check_output_path, read_4d, write_4d
+    from .runtime.progress import make_progress
+    from .workflows.inference import check_upsample, upsample_sequence
+
+    config = TTTConfig.from_options(args.ttt, scheme=args.scheme, **_ttt_options(args))
+    check_output_path(args.output)
+    seq = read_4d(args.inputs)
+    check_upsample(seq, args.factor)
+    progress = make_progress(args.progress)
+    _note_untrained(args, progress)
+    result = upsample_sequence(seq, args.factor, method=args.method, ttt=config,
+                               weights=args.weights, device=args.device,
+                               model=_model_override(args), progress=progress)
+    write_4d(args.output, result)
+    new = result.num_frames - seq.num_frames
+    progress.update("done", 1.0, f"wrote {result.num_frames} frames ({new} new) to {args.output}")
+    progress.close()
+    if args.progress != "jsonl":
+        print(f"wrote {result.num_frames} frames ({seq.num_frames} input, {new} new) to "
+              f"{args.output}")
     return 0
 
 
@@ -306,6 +368,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_sequences(args: argparse.Namespace) -> int:
+    from .runtime.progress import make_progress
+    from .workflows.train_sequences import SequenceTrainOptions, history_path, train_sequences
+
+    options = SequenceTrainOptions(
+        cases=args.cases, out=args.out, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+        batch=args.batch, lr=args.lr, smooth=args.smooth, size=tuple(args.size), init=args.init,
+        resume=args.resume, seed=args.seed, precision=args.precision, device=args.device,
+        val_cases=args.val_cases, val_split=args.val_split)
+    progress = make_progress(args.progress)
+    quiet = args.progress == "jsonl"
+    history = train_sequences(options, progress=progress,
+                              log=lambda m: print(m, file=sys.stderr if quiet else sys.stdout))
+    progress.close()
+    if not quiet:
+        print(f"wrote {args.out} after {len(history)} epochs (loss {history[-1]['loss']:.4f}); "
+              f"history {history_path(args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tttinterp", description="UVI-Net 4D medical image interpolation with "
                      "test-time training (TTTInterpolation engine).")
@@ -324,6 +406,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.set_defaults(func=cmd_interpolate)
 
+    p = sub.add_parser("upsample", help="fill K-1 new frames between every two neighbouring "
+                       "frames of a sequence (one model load, one adaptation)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="a 4D file (.nii.gz, .nrrd, .seq.nrrd) or several 3D frame files")
+    p.add_argument("--factor", type=int, required=True, metavar="K",
+                   help="frames per input interval in the output (K - 1 new ones each), >= 2")
+    p.add_argument("-o", "--output", required=True,
+                   help="output .seq.nrrd or .nii.gz: the input frames and the new ones, in "
+                   "time order (new ones at fractional index values)")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_upsample)
+
     p = sub.add_parser("evaluate", help="hide frames between pairs, predict them, score them")
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="a 4D file (or 3D frame files); or give --cases instead")
@@ -335,6 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "and es hidden")
     p.add_argument("--split", choices=SPLITS, default="all",
                    help="rows of --cases to use (default all)")
+    p.add_argument("--protocol", choices=PROTOCOLS, nargs="+", default=None,
+                   help="with --cases, what is hidden (several: one table each): edes = every "
+                   "frame between ed and es (default); x2 / x4 = keep every 2nd / 4th frame and "
+                   "fill the rest")
     p.add_argument("--shift", default=None,
                    help="distribution shift applied to every sequence, e.g. "
                    "'gamma=1.5,noise=0.03,bias=0.2' (Rician noise, seeded per case)")
@@ -422,6 +520,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--progress", choices=PROGRESS_KINDS, default="bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("train-sequences", help="train the temporal model on every frame of full "
+                       "sequences (a frame predicted from two others at its own time)")
+    p.add_argument("--cases", required=True, metavar="CSV",
+                   help="case list of 4D training sequences (path column; e.g. "
+                   "shared/data/acdc-4d-train/cases.csv)")
+    p.add_argument("--out", required=True, help="checkpoint to write; <out>.optim.pt and "
+                   "<out>.history.json are written beside it every epoch")
+    p.add_argument("--epochs", type=int, required=True,
+                   help="total epochs (a resumed run continues up to this number)")
+    p.add_argument("--steps-per-epoch", type=int, default=500, help="default 500")
+    p.add_argument("--batch", type=int, default=2, help="triplets per step (default 2)")
+    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (default 2e-4)")
+    p.add_argument("--smooth", type=float, default=0.01,
+                   help="weight of the flows' Grad_L2 smoothness (default 0.01)")
+    p.add_argument("--size", type=int, nargs=3, default=(112, 96, 16), metavar=("X", "Y", "Z"),
+                   help="model grid: centre crop/zero-pad (default 112 96 16, ACDC's crops)")
+    p.add_argument("--init", default=None,
+                   help="a UVI-Net checkpoint whose flow network (and heads) start the model; "
+                   "default: random initialisation")
+    p.add_argument("--resume", action="store_true",
+                   help="continue --out from its checkpoint, optimiser state and history")
+    p.add_argument("--val-cases", default=None, metavar="CSV",
+                   help="score the validation protocols (edes, x2, x4; no TTT) on this case list "
+                   "after every epoch")
+    p.add_argument("--val-split", choices=SPLITS, default="validation")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto = fp32 on CPU; bf16 is about 2x faster on CPUs with bfloat16 units")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--progress", choices=PROGRESS_KINDS, default="bar")
+    p.set_defaults(func=cmd_train_sequences)
     return parser
 
 

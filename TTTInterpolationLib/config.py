@@ -19,7 +19,9 @@ from .errors import InputError
 # from these without loading torch, and the Slicer worker's own copies are checked against
 # them by Testing/test_worker.py.
 METHODS = ("uvinet", "linear")
-TASKS = ("none", "rotation", "mae", "cycle")
+#: ``frames`` adapts on the patient's own frames (predict a visible frame from two others of the
+#: same sequence, :mod:`.models.ttt`); the other three are the paper's self-supervised tasks.
+TASKS = ("none", "rotation", "mae", "cycle", "frames")
 SCHEMES = ("online", "minibatch", "naive")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ADAPT = ("auto", "trunk", "features", "all")
@@ -32,6 +34,14 @@ HEAD_TRUNKS = ("flow", "features")
 #: back (the flow network then costs about 1/8; the README's "Speed" has the measured effect
 #: on the ACDC 4D validation split).
 FLOW_RESOLUTIONS = ("full", "half")
+#: Interpolation networks (:mod:`.nn.architectures`): ``uvinet`` = the paper's UVI-Net (motion
+#: linear in time, trained on end frames); ``uvinet-temporal`` = UVI-Net's flows corrected in
+#: time by a network trained on full sequences (:mod:`.nn.temporal`).
+ARCHITECTURES = ("uvinet", "uvinet-temporal")
+#: Evaluation protocols on real sequences (:mod:`.workflows.protocols`): ``edes`` hides every
+#: frame between end-diastole and end-systole; ``x2`` / ``x4`` keep every 2nd / 4th frame and
+#: fill the rest (upsampling).
+PROTOCOLS = ("edes", "x2", "x4")
 #: Rows of a case list (``evaluate --cases``): the ACDC 4D split names, or every row.
 SPLITS = ("all", "validation", "test")
 #: Training augmentation: ``none`` = centre crops (the default: chosen on the ACDC 4D validation
@@ -73,6 +83,8 @@ class ModelConfig:
     as what they are (``tttinterp train`` makes ``flow`` models unless told otherwise).
     ``flow_resolution`` (:data:`FLOW_RESOLUTIONS`) says where the flow network runs; it
     defaults to the published ``full``, which checkpoints saved before it existed used.
+    ``architecture`` (:data:`ARCHITECTURES`) names the network; checkpoints saved before it
+    existed are ``uvinet``.
     """
 
     width: float = 1.0
@@ -80,6 +92,7 @@ class ModelConfig:
     mae_mask_ratio: float = 0.8
     heads: str = "features"
     flow_resolution: str = "full"
+    architecture: str = "uvinet"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.width) and self.width > 0):
@@ -89,6 +102,7 @@ class ModelConfig:
         object.__setattr__(self, "mae_patch", tuple(int(p) for p in self.mae_patch))
         _check_choice("head trunk", self.heads, HEAD_TRUNKS)
         _check_choice("flow resolution", self.flow_resolution, FLOW_RESOLUTIONS)
+        _check_choice("architecture", self.architecture, ARCHITECTURES)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,6 +125,7 @@ _TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "rotation": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0},
     "mae": {"optimizer": "adamw", "lr": 2e-4, "weight_decay": 0.05},
     "cycle": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0},
+    "frames": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0},
     "none": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0},  # unused: no adaptation
 }
 
@@ -123,11 +138,12 @@ class TTTConfig:
     share with the interpolation (the flow encoder or the feature extractor, by the model's
     ``heads``), ``features`` = the feature extractor (the paper's choice), ``all`` = the whole
     UVI-Net (what instance optimisation with the cycle loss needs to move the flow), ``auto``
-    = ``all`` for ``cycle`` and ``trunk`` otherwise. ``lr``/``optimizer``/``weight_decay`` of
-    ``None`` take the task's published default. ``steps`` counts optimiser steps per case
-    (``online``, ``minibatch``) or epochs over all cases (``naive``). ``guard`` keeps the
-    pretrained prediction for a case that adaptation made less self-consistent
-    (:func:`.ttt.adapt_and_apply`).
+    = ``all`` for ``cycle`` and ``frames``, ``trunk`` otherwise. ``lr``, ``optimizer`` and
+    ``weight_decay`` of ``None`` take the task's published default. ``steps`` counts
+    optimiser steps per case (``online``, ``minibatch``) or epochs over all cases (``naive``).
+    ``guard`` keeps the pretrained prediction for a case that adaptation made less
+    self-consistent (:func:`.ttt.adapt_and_apply`), and fills a sequence by linear blending
+    where its own held-in frames show the model doing worse (:mod:`.workflows.fill`).
     """
 
     task: str = "none"
@@ -169,8 +185,8 @@ class TTTConfig:
             optimizer=self.optimizer or defaults["optimizer"],
             weight_decay=(self.weight_decay if self.weight_decay is not None
                           else defaults["weight_decay"]),
-            adapt=self.adapt if self.adapt != "auto" else ("all" if self.task == "cycle"
-                                                           else "trunk"),
+            adapt=self.adapt if self.adapt != "auto" else (
+                "all" if self.task in ("cycle", "frames") else "trunk"),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -154,10 +154,10 @@ def test_evaluate_table_and_json(phantom, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "linear blending" in res.stdout and "UVI-Net + TTT rotation" in res.stdout
     data = json.loads(out.read_text())
-    # what was evaluated, then the rows, then each case's means per setting
-    assert set(data) == {"input", "split", "shift", "flow_resolution", "cases", "pairs", "table",
-                         "per_case"}
-    assert data["pairs"] == [[0, 4], [4, 8]]
+    # what was evaluated, then per protocol the rows and each case's means per setting
+    assert set(data) == {"input", "split", "shift", "flow_resolution", "protocols"}
+    (data,) = data["protocols"]
+    assert data["protocol"] == "pair" and data["pairs"] == [[[0, 4]], [[4, 8]]]
     assert [c["case"] for c in data["per_case"]["UVI-Net"]] == ["0->4", "4->8"]
     assert [row["label"] for row in data["table"]] == [
         "linear blending", "UVI-Net", "UVI-Net + TTT rotation (online)"]
@@ -208,9 +208,9 @@ def test_evaluate_case_list_split_and_shift(phantom, tmp_path):
         res = run_cli("evaluate", "--cases", tmp_path / "cases.csv", *extra, "--method",
                       "linear", "--progress", "none", "--json", out)
         assert res.returncode == 0, res.stderr
-        runs[name] = json.loads(out.read_text())
+        runs[name] = json.loads(out.read_text())["protocols"][0]
     assert runs["val"]["cases"] == ["a"] and runs["all"]["cases"] == ["a", "b"]
-    assert runs["val"]["pairs"] == [[0, 4]]
+    assert runs["val"]["pairs"] == [[[0, 4]]] and runs["val"]["protocol"] == "edes"
     psnr = {k: v["table"][0]["PSNR_seq"] for k, v in runs.items()}
     assert psnr["shifted"] != psnr["val"] and psnr["shifted"] == psnr["again"]
     res = run_cli("evaluate", "--cases", tmp_path / "cases.csv", "--frames", "0", "4",

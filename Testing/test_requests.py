@@ -126,9 +126,11 @@ def test_evaluate_json_is_strict_and_its_top_level_is_not_a_row(tmp_path, capsys
     assert code == 0, capsys.readouterr().err
     data = _strict(out.read_text())
     assert isinstance(data, dict) and set(data) == {"input", "split", "shift", "flow_resolution",
-                                                    "cases", "pairs", "table", "per_case"}
-    assert data["pairs"] == [[0, 2]] and data["input"] == [str(src)]
-    (row,) = data["table"]
+                                                    "protocols"}
+    (report,) = data["protocols"]
+    assert set(report) == {"protocol", "cases", "pairs", "table", "per_case"}
+    assert report["pairs"] == [[[0, 2]]] and data["input"] == [str(src)]
+    (row,) = report["table"]
     assert row["label"] == "linear blending" and row["PSNR"] is None  # infinite: null
     assert row["NMSE"] == pytest.approx(0.0, abs=1e-9)
 

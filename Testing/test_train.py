@@ -299,8 +299,8 @@ def test_torchrun_evaluate_splits_cases_and_merges_the_single_process_table(cine
     split = run(*args, "--json", tmp_path / "split.json", torchrun=2)
     assert split.returncode == 0, split.stderr
     assert split.stdout.count("linear blending") == 1  # one table, printed by rank 0
-    rows_alone = json.loads((tmp_path / "alone.json").read_text())["table"]
-    rows_split = json.loads((tmp_path / "split.json").read_text())["table"]
+    rows_alone = json.loads((tmp_path / "alone.json").read_text())["protocols"][0]["table"]
+    rows_split = json.loads((tmp_path / "split.json").read_text())["protocols"][0]["table"]
     assert [r["label"] for r in rows_split] == [r["label"] for r in rows_alone]
     for a, s in zip(rows_alone, rows_split, strict=True):
         assert (s["n_cases"], s["n_frames"]) == (a["n_cases"], a["n_frames"]) == (3, 9)

@@ -570,8 +570,8 @@ class EvaluationRun(EngineRun):
     def _collectScores(self, folder: Path) -> None:
         try:
             report = json.loads((folder / "scores.json").read_text(encoding="utf-8"))
-            rows = report["table"]
-        except (OSError, ValueError, KeyError) as error:
+            rows = report["protocols"][0]["table"]
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
             raise EngineError(f"the engine's evaluation report is unreadable: {error}") from error
         if len(rows) != len(self.settings):
             raise EngineError(f"the engine scored {len(rows)} settings, expected "

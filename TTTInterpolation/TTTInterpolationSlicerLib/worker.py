@@ -62,6 +62,7 @@ class TTTTask(LabelledEnum):
     ROTATION = "rotation"
     MAE = "mae"
     CYCLE = "cycle"
+    FRAMES = "frames"
 
 
 class Scheme(LabelledEnum):
@@ -88,6 +89,7 @@ _LABELS: dict[LabelledEnum, str] = {
     TTTTask.ROTATION: "Rotation prediction",
     TTTTask.MAE: "Masked autoencoder (MAE)",
     TTTTask.CYCLE: "Cycle consistency",
+    TTTTask.FRAMES: "The sequence's own frames",
     Scheme.ONLINE: "Online",
     Scheme.MINIBATCH: "Mini-batch",
     Scheme.NAIVE: "Naive",

@@ -29,7 +29,8 @@ import torch
 from ..errors import InputError
 from .model_grid import GridMapping, from_model_grid, plan_mapping, to_model_grid
 
-__all__ = ["PERCENTILES", "IntensityWindow", "PreparedPair", "joint_window", "prepare_pair"]
+__all__ = ["PERCENTILES", "IntensityWindow", "PreparedPair", "joint_window", "prepare_pair",
+           "prepare_triplet"]
 
 #: Joint percentiles of the two frames that map to 0 and 1.
 PERCENTILES = (0.5, 99.5)
@@ -118,3 +119,14 @@ def prepare_pair(frame0: np.ndarray, frame1: np.ndarray, size: Sequence[int] | N
         return torch.from_numpy(np.ascontiguousarray(to_model_grid(v, mapping)))[None, None]
 
     return PreparedPair(tensor(n0), tensor(n1), mapping, window, bounds)
+
+
+def prepare_triplet(frame0: np.ndarray, frame1: np.ndarray, middle: np.ndarray,
+                    size: Sequence[int] | None = None,
+                    mapping: GridMapping | None = None) -> tuple[PreparedPair, torch.Tensor]:
+    """A pair as :func:`prepare_pair` makes it, and a third frame of the same sequence on the
+    pair's window and grid: training on full sequences and the ``frames`` TTT task both see
+    exactly what inference sees."""
+    pair = prepare_pair(frame0, frame1, size, mapping)
+    target = to_model_grid(pair.window.normalize(np.asarray(middle, np.float32)), pair.mapping)
+    return pair, torch.from_numpy(np.ascontiguousarray(target))[None, None]

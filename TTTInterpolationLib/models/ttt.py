@@ -20,6 +20,7 @@ from typing import TypeVar
 import torch
 
 from ..config import TTTConfig
+from ..errors import InputError
 from ..nn.losses import cycle_reconstruction
 from ..nn.metrics import psnr
 from ..runtime.precision import autocast, resolve_precision
@@ -30,17 +31,51 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Triplet:
+    """Three visible frames of the patient's own sequence on one grid and intensity window:
+    ``target`` lies at fraction ``t`` between ``i0`` and ``i1`` (tensors ``(1, 1, ...)``).
+
+    Real intermediate-frame supervision at test time (the ``frames`` task) and the held-in
+    frames that the linear-blending guard scores on; never a hidden frame.
+    """
+
+    i0: torch.Tensor
+    i1: torch.Tensor
+    target: torch.Tensor
+    t: float
+
+    def to(self, device: torch.device) -> Triplet:
+        return Triplet(self.i0.to(device), self.i1.to(device), self.target.to(device), self.t)
+
+
+#: Triplets per optimiser step of the ``frames`` task (one batch).
+TRIPLETS_PER_STEP = 2
+
+
 @dataclass
 class Case:
     """One test case: the two end frames ``(1, 1, D1, D2, D3)``, normalised, and the times wanted.
 
     ``bounds`` is the intensity range predictions are clamped to (that of the two inputs).
+    ``triplets`` are held-in frames of the same sequence (:class:`Triplet`) that the
+    ``frames`` task adapts on, ``checks`` others that the guards score on (kept apart, so a
+    guard does not judge the adapted model on what it was adapted on); both are empty where
+    only the pair is known.
     """
 
     i0: torch.Tensor
     i1: torch.Tensor
     times: Sequence[float]
     bounds: tuple[float, float] = (0.0, 1.0)
+    triplets: Sequence[Triplet] = ()
+    checks: Sequence[Triplet] = ()
+
+    def to(self, device: torch.device) -> None:
+        """Move the frames (and the triplets) to ``device``, in place."""
+        self.i0, self.i1 = self.i0.to(device), self.i1.to(device)
+        self.triplets = [t.to(device) for t in self.triplets]
+        self.checks = [t.to(device) for t in self.checks]
 
 
 def trainable_parameters(model: TTTModel, adapt: str) -> list[torch.nn.Parameter]:
@@ -106,10 +141,46 @@ class _Adapter:
         # The training precision's default (float32 on CPU; precision.auto_precision may
         # choose bf16).
         with autocast(case.i0.device, resolve_precision("auto", case.i0.device)):
-            loss = self.model.task_loss(self.config.task, case.i0, case.i1, self.generator)
+            if self.config.task == "frames":
+                loss = self.model.frame_loss(*triplet_batch(case.triplets, self.generator))[0]
+            else:
+                loss = self.model.task_loss(self.config.task, case.i0, case.i1, self.generator)
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
+
+
+def triplet_batch(triplets: Sequence[Triplet], generator: torch.Generator,
+                  size: int = TRIPLETS_PER_STEP) -> tuple[torch.Tensor, ...]:
+    """``size`` triplets drawn by ``generator`` (with replacement), stacked as one batch.
+
+    Triplets of one case share a grid; ``(i0, i1, target, t)`` with ``t`` of shape ``(size,)``.
+    """
+    if not triplets:
+        raise InputError("TTT 'frames' needs at least three frames of the sequence outside the "
+                         "frames to fill; give the whole sequence, or choose another TTT task")
+    picks = torch.randint(len(triplets), (size,), generator=generator).tolist()
+    chosen = [triplets[k] for k in picks]
+    return (torch.cat([c.i0 for c in chosen]), torch.cat([c.i1 for c in chosen]),
+            torch.cat([c.target for c in chosen]),
+            torch.tensor([c.t for c in chosen], device=chosen[0].i0.device))
+
+
+def held_in_psnr(model: TTTModel | None, triplets: Sequence[Triplet]) -> float:
+    """Mean PSNR of the model's frames on held-in triplets (each on its pair's window), clamped
+    to the pair's range as predictions are; ``model=None`` scores linear blending."""
+    scores = []
+    with torch.no_grad():
+        for tr in triplets:
+            if model is None:
+                frame = (1.0 - tr.t) * tr.i0 + tr.t * tr.i1
+            else:
+                model.eval()
+                bounds = (float(torch.minimum(tr.i0.min(), tr.i1.min())),
+                          float(torch.maximum(tr.i0.max(), tr.i1.max())))
+                frame = model.uvinet.interpolate(tr.i0, tr.i1, [tr.t], bounds)[0]
+            scores.append(psnr(frame.float(), tr.target.float()))
+    return float(sum(scores) / len(scores))
 
 
 def run_ttt(
@@ -131,8 +202,11 @@ def consistency(model: TTTModel, case: Case) -> float:
     """PSNR of the case's two frames rebuilt from virtual frames at fixed times.
 
     UVI-Net's own self-supervised signal (:func:`.losses.cycle_reconstruction`), needing no
-    intermediate frame: the guard of test-time training compares it before and after.
+    intermediate frame: the guard of test-time training compares it before and after. A case
+    with held-in check frames is scored on them instead (:func:`held_in_psnr`): real frames.
     """
+    if case.checks:
+        return held_in_psnr(model, case.checks)
     model.eval()
     with torch.no_grad():
         flows = model.uvinet.flow(case.i0, case.i1)

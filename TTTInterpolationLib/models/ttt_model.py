@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..nn.architectures import build_network
 from ..nn.heads import MAEHead, RotationHead, random_patch_mask
-from ..nn.losses import cycle_loss
-from ..nn.networks import UVINet, scaled_channels
+from ..nn.losses import charbonnier, cycle_loss, grad_l2
+from ..nn.networks import scaled_channels
 
 ROTATION_PLANE = (2, 3)  # array axes 0 and 1 of a volume: the in-plane (short-axis/axial) plane
 
@@ -29,7 +30,7 @@ class TTTModel(nn.Module):
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.config = config or ModelConfig()
-        self.uvinet = UVINet(self.config)
+        self.uvinet = build_network(self.config)
         if self.config.heads == "flow":
             channels, frames = scaled_channels(32, self.config.width), 2
         else:
@@ -118,6 +119,21 @@ class TTTModel(nn.Module):
         total = main["total"] + aux_weight * (rotation + mae)
         return {"total": total, "main": main["total"].detach(), "rotation": rotation.detach(),
                 "mae": mae.detach()}
+
+    def frame_loss(self, i0: torch.Tensor, i1: torch.Tensor, target: torch.Tensor,
+                   t: torch.Tensor, smooth: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(total, image)``: Charbonnier of the frame at ``t`` against the true ``target``,
+        plus ``smooth`` times ``Grad_L2`` of both flows.
+
+        The supervised loss of training on full sequences and of the ``frames`` TTT task (a
+        visible frame of the patient's own sequence predicted from two others).
+        """
+        net = self.uvinet
+        flows = net.flow(i0, i1)
+        frame = net.synthesize(i0, i1, t, flows, net.pyramids(i0, i1))[0]
+        image = charbonnier(frame.float(), target.float())
+        total = image + smooth * (grad_l2(flows[0]) + grad_l2(flows[1])) if smooth else image
+        return total, image.detach()
 
     def task_loss(self, task: str, i0: torch.Tensor, i1: torch.Tensor,
                   generator: torch.Generator | None = None) -> torch.Tensor:

@@ -257,7 +257,11 @@ class UVINet(nn.Module):
         width = self.config.width
         self.flow = FlowNet(width, self.config.flow_resolution)
         self.features = FeatureExtractor(width)
-        self.refine = RefineNet(self.features.channels, width)
+        self.refine: RefineNet | None = self._refinement(width)
+
+    def _refinement(self, width: float) -> RefineNet | None:
+        """The refinement network (``None`` in an architecture that does not refine)."""
+        return RefineNet(self.features.channels, width)
 
     def pyramids(self, i0: torch.Tensor, i1: torch.Tensor) -> tuple[Pyramid, Pyramid]:
         """Both ends' feature pyramids from one pass over the two as one batch.
@@ -289,6 +293,7 @@ class UVINet(nn.Module):
         moved0, warped0 = _warp_side(i0, pyramids[0], phi0t)
         moved1, warped1 = _warp_side(i1, pyramids[1], phi1t)
         fused = (1.0 - tt) * moved0 + tt * moved1
+        assert self.refine is not None  # UVI-Net always refines; subclasses override this
         residual = self.refine(fused, warped0, warped1)
         return fused + residual, residual
 

@@ -8,7 +8,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -18,49 +17,15 @@ from ..data.volume import Sequence4D
 from ..models.loading import LoadedModel, load_model
 from ..nn.metrics import METRIC_NAMES, all_metrics, psnr
 from ..runtime.progress import NullProgress, Progress, SubProgress
-from .inference import _predict, _prepare
+from .fill import FillJob, describe, fill
+from .protocols import EvalCase, pair_case
 from .settings import EvalSetting
 from .tables import Column, summarize
 from .tables import format_table as _format_table
-from .validation import CheckedRequest, HiddenCase, _check_pair, check_request, hidden_case
+from .validation import CheckedRequest, check_request
 
 #: Row metrics: the published per-frame ones, then PSNR on the case's sequence-wide window.
 ROW_METRICS = (*METRIC_NAMES, "PSNR_seq")
-
-
-@dataclass(frozen=True)
-class EvalCase:
-    """One test case: frames ``a`` and ``b`` of ``seq`` are given, ``hidden`` are predicted.
-
-    ``times`` are the hidden frames' fractions from ``a`` to ``b`` by index value.
-    """
-
-    name: str
-    seq: Sequence4D
-    a: int
-    b: int
-    hidden: list[int]
-    times: list[float]
-
-    @cached_property
-    def window(self) -> tuple[float, float]:
-        """The whole sequence's min and max: the scale of the sequence-normalised PSNR.
-
-        Cached: every hidden frame of every setting is scored on it.
-        """
-        low, high = float(self.seq.frames.min()), float(self.seq.frames.max())
-        return low, (high if high > low else low + 1.0)
-
-
-def make_case(seq: Sequence4D, a: int, b: int, name: str | None = None,
-              checked: HiddenCase | None = None) -> EvalCase:
-    """The case that hides every frame strictly between items ``a`` and ``b`` of ``seq``.
-
-    ``checked`` is the pair's :func:`hidden_case` when the caller has it already.
-    """
-    case = checked or hidden_case(seq, a, b)
-    return EvalCase(name or f"{a}->{b}", seq, case.a, case.b, list(case.hidden),
-                    list(case.times))
 
 
 def score_frame(pred: np.ndarray, truth: np.ndarray,
@@ -102,7 +67,7 @@ def evaluate_sequence(seq: Sequence4D | CheckedRequest, pairs: Sequence[tuple[in
     must be sorted (:func:`hidden_case`). ``seq`` may be a :class:`CheckedRequest`.
     """
     request = check_request(seq, pairs, hide=True)
-    cases = [make_case(request.seq, c.a, c.b, checked=c) for c in request.cases or ()]
+    cases = [pair_case(request.seq, c.a, c.b, checked=c) for c in request.cases or ()]
     return evaluate_cases(cases, settings, **options)
 
 
@@ -119,20 +84,18 @@ def evaluate_cases(cases: Sequence[EvalCase], settings: Sequence[EvalSetting], *
     progress = progress or NullProgress()
     for setting in settings:
         _check_choice("method", setting.method, METHODS)
-    prepared = [_prepare(*_check_pair(c.seq.frames[c.a], c.seq.frames[c.b]), c.times)
-                for c in cases]
     loaded = None
     if any(s.method == "uvinet" for s in settings):
         loaded = model or load_model(weights, device, seed=seed)
-        for p in prepared:
-            p.to(loaded.device)
-    truths = [[c.seq.frames[i] for i in c.hidden] for c in cases]
+    jobs = [FillJob(c.visible, c.gaps, c.name) for c in cases]
+    truths = [[g for gap in c.truths for g in gap] for c in cases]
     evaluation = Evaluation([], list(cases), [], {})
     for k, setting in enumerate(settings):
         sub = SubProgress(progress, k / len(settings), (k + 1) / len(settings))
         start = time.perf_counter()
-        predicted = _predict(prepared, setting.method, setting.ttt, loaded, sub)
+        results = fill(jobs, setting.method, setting.ttt, loaded, sub)
         seconds = (time.perf_counter() - start) / len(cases)
+        predicted = [[f for gap in r.frames for f in gap] for r in results]
         per_case = [[score_frame(p, g, c.window) for p, g in zip(preds, gts, strict=True)]
                     for c, preds, gts in zip(cases, predicted, truths, strict=True)]
         scores = [s for case_scores in per_case for s in case_scores]
@@ -140,13 +103,14 @@ def evaluate_cases(cases: Sequence[EvalCase], settings: Sequence[EvalSetting], *
             "label": setting.label, "method": setting.method,
             "ttt": setting.ttt.resolved().to_dict() if setting.method == "uvinet" else None,
             **summarize(scores, ROW_METRICS), "n_frames": len(scores), "n_cases": len(cases),
-            "seconds_per_case": seconds}
+            "seconds_per_case": seconds, "filled_by": describe(results)}
         if loaded is not None and setting.method == "uvinet":
             row.update(weights=loaded.source, trained=loaded.trained)
         evaluation.rows.append(row)
         evaluation.per_case[setting.label] = [
-            {"case": c.name, **summarize(cs, ROW_METRICS)}
-            for c, cs in zip(cases, per_case, strict=True)]
+            {"case": c.name, **summarize(cs, ROW_METRICS), "filled_by": r.used, **(
+                {f"held_in_{k}": v for k, v in r.held_in.items()})}
+            for c, cs, r in zip(cases, per_case, results, strict=True)]
         evaluation.predictions[setting.label] = [
             [_on_window(p, c.window) for p in preds]
             for c, preds in zip(cases, predicted, strict=True)]

@@ -107,8 +107,13 @@ def merge_rows(shards: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any
             mean = _weighted([r[name] for r in rows], counts)
             spread = [r[f"{name}_std"] ** 2 + (r[name] - mean) ** 2 for r in rows]
             out[name], out[f"{name}_std"] = mean, math.sqrt(_weighted(spread, counts))
+        filled: dict[str, int] = {}
+        for r in rows:
+            for how, n in r.get("filled_by", {}).items():
+                filled[how] = filled.get(how, 0) + n
         out.update(n_frames=sum(counts), n_cases=sum(cases),
-                   seconds_per_case=_weighted([r["seconds_per_case"] for r in rows], cases))
+                   seconds_per_case=_weighted([r["seconds_per_case"] for r in rows], cases),
+                   filled_by=filled)
         merged.append(out)
     return merged
 

@@ -1,11 +1,12 @@
 """Real-sequence evaluation cases from a case list (``tttinterp evaluate --cases cases.csv``).
 
 The ACDC 4D set (``shared/data/acdc-4d``) lists one heartbeat per row: ``case, path, ed, es,
-frames, group, split``, frame numbers 0-based. Each row becomes one :class:`.evaluation.EvalCase`
-hiding every frame strictly between ``ed`` and ``es``. ``--split`` picks rows (``validation``
-to choose settings, ``test`` once for the final model), ``--shift`` applies a scanner-like
-distribution shift (gamma, bias field, Rician noise, ...) to every sequence, seeded per case,
-so the shifted split is the same on every run.
+frames, group, split``, frame numbers 0-based. Each row becomes one :class:`.protocols.EvalCase`
+under a protocol: ``edes`` hides every frame strictly between ``ed`` and ``es``, ``x2`` / ``x4``
+keep every 2nd / 4th frame and hide the rest (:mod:`.protocols`). ``--split`` picks rows
+(``validation`` to choose settings, ``test`` once for the final model), ``--shift`` applies a
+scanner-like distribution shift (gamma, bias field, Rician noise, ...) to every sequence,
+seeded per case, so the shifted split is the same on every run.
 
 Any CSV with at least ``path``, ``ed`` and ``es`` columns works (``case`` names a row,
 ``split`` is needed only for ``--split``); relative paths resolve against the CSV's folder.
@@ -26,7 +27,7 @@ from ..data.phantoms.shifts import Shift, apply_shift
 from ..data.volume import Sequence4D
 from ..errors import InputError
 from ..runtime.progress import NullProgress, Progress
-from .evaluation import EvalCase, make_case
+from .protocols import EvalCase, protocol_case
 
 REQUIRED_COLUMNS = ("path", "ed", "es")
 
@@ -86,8 +87,10 @@ def shift_sequence(seq: Sequence4D, shift: Shift | None, seed: int) -> Sequence4
 
 
 def load_cases(path: str | os.PathLike, split: str = "all", shift: Shift | None = None,
-               limit: int | None = None, progress: Progress | None = None) -> list[EvalCase]:
-    """Read every selected sequence and make its case (``shift`` seeded by the case name)."""
+               limit: int | None = None, progress: Progress | None = None,
+               protocol: str = "edes") -> list[EvalCase]:
+    """Read every selected sequence and make its case under ``protocol`` (``shift`` seeded by
+    the case name)."""
     from ..fileio.volume_io import read_4d
 
     progress = progress or NullProgress()
@@ -102,5 +105,5 @@ def load_cases(path: str | os.PathLike, split: str = "all", shift: Shift | None 
         seq = read_4d(row["path"])
         ed, es = int(row["ed"]), int(row["es"])
         seq = shift_sequence(seq, shift, zlib.crc32(row["case"].encode()))
-        cases.append(make_case(seq, ed, es, name=row["case"]))
+        cases.append(protocol_case(seq, protocol, ed, es, name=row["case"]))
     return cases

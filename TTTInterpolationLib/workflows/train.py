@@ -63,7 +63,7 @@ from ..runtime.precision import (
     resolve_precision,
 )
 from ..runtime.progress import NullProgress, Progress, make_progress
-from .evaluation import EvalCase
+from .protocols import EvalCase
 from .sequence_cases import load_cases
 
 OPTIMIZER_FORMAT = "tttinterp-optimizer"

@@ -1,0 +1,233 @@
+"""Filling the gaps of a sequence: the one engine behind ``interpolate``, ``upsample`` and the
+protocol evaluation.
+
+A :class:`FillJob` is a sequence of *visible* frames (what the user has) and the gaps to fill,
+each between two visible items. The visible frames are all the model, the adaptation and the
+guards ever see. Per job:
+
+1. Every gap becomes a TTT :class:`~.models.ttt.Case` on the model grid (one joint intensity
+   window per pair, :mod:`.preprocess`).
+2. Held-in triplets of visible frames (:func:`held_in_triplets`): frame ``m`` predicted from
+   ``p < m < q``, real intermediate-frame supervision at a coarser step. Two disjoint sets: one
+   the ``frames`` task adapts on, one the guards score on.
+3. ``method="linear"``: linear blending. ``frames`` task: one adaptation per job on its
+   triplets (the scheme runs across jobs), then every gap. The paper's tasks (rotation, MAE,
+   cycle) adapt per gap, as the paper does per pair.
+4. The linear guard (``TTTConfig.guard``): where the model's frames on the check triplets are
+   worse than linear blending of them, the job's gaps are filled by linear blending. So the
+   model is used where the patient's own frames say it helps.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import TTTConfig
+from ..data.model_grid import GridMapping, plan_mapping
+from ..data.preprocess import PreparedPair, prepare_pair, prepare_triplet
+from ..data.volume import Sequence4D
+from ..models.loading import LoadedModel
+from ..models.ttt import Case, Triplet, adapt_and_apply, held_in_psnr, predict
+from ..models.ttt_model import TTTModel
+from ..runtime.progress import NullProgress, Progress
+
+#: Held-in triplets drawn per job (a seeded choice among all that qualify).
+MAX_TRIPLETS = 36
+#: Of those, every third (at most this many) is a check triplet for the guards.
+MAX_CHECKS = 8
+#: A triplet's outer pair spans at most this many times the longest gap to fill (index values).
+SPAN_FACTOR = 2.0
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Fill between visible items ``a`` and ``b`` at fractions ``times`` (strictly inside).
+
+    ``hidden`` names, in evaluation, the frame numbers of the full sequence that the new
+    frames stand for (numbers only: the frames themselves stay with the scorer).
+    """
+
+    a: int
+    b: int
+    times: tuple[float, ...]
+    hidden: tuple[int, ...] = ()
+
+
+@dataclass
+class FillJob:
+    """Visible frames and the gaps to fill between them (see the module docstring)."""
+
+    visible: Sequence4D
+    gaps: Sequence[Gap]
+    name: str = ""
+    mapping: GridMapping | None = None
+
+    def grid(self) -> GridMapping:
+        return self.mapping or plan_mapping(self.visible.shape3d)
+
+
+@dataclass
+class FillResult:
+    """Per gap, the new frames (input grid and units); what filled them and why."""
+
+    frames: list[list[np.ndarray]]
+    used: str  # "model", "linear" (asked for) or "linear (guard)"
+    held_in: dict[str, float] = field(default_factory=dict)  # check PSNR: model, linear
+
+
+@dataclass
+class _Prepared:
+    """One gap's pair on the model grid as a TTT case, and the raw frames for blending."""
+
+    pair: PreparedPair
+    case: Case
+    frames: tuple[np.ndarray, np.ndarray]
+
+    def restore(self, frames: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        return [self.pair.restore(f) for f in frames]
+
+    def blend(self) -> list[np.ndarray]:
+        return [blend(*self.frames, t) for t in self.case.times]
+
+
+def blend(f0: np.ndarray, f1: np.ndarray, t: float) -> np.ndarray:
+    """Linear blending in the inputs' own units (float64 inside, so a still pair stays exact)."""
+    return ((1.0 - t) * f0.astype(np.float64) + t * f1.astype(np.float64)).astype(np.float32)
+
+
+def prepare_gap(f0: np.ndarray, f1: np.ndarray, times: Sequence[float],
+                mapping: GridMapping | None = None) -> _Prepared:
+    """A checked pair on the model grid (CPU tensors ``(1, 1, D1, D2, D3)``)."""
+    pair = prepare_pair(f0, f1, mapping=mapping)
+    return _Prepared(pair, Case(pair.i0, pair.i1, list(times), pair.bounds), (f0, f1))
+
+
+def held_in_triplets(visible: Sequence4D, longest_gap: float, mapping: GridMapping,
+                     seed: int = 0) -> tuple[list[Triplet], list[Triplet]]:
+    """(adaptation, check) triplets of visible frames ``p < m < q``, outer span at most
+    :data:`SPAN_FACTOR` times ``longest_gap`` (index values), :data:`MAX_TRIPLETS` drawn by
+    ``seed``, every third of them (up to :data:`MAX_CHECKS`) a check.
+
+    Fewer than three drawn: the same triplets serve both (nothing to spare).
+    """
+    values = visible.index_values or []
+    limit = SPAN_FACTOR * longest_gap
+    candidates = [(p, m, q) for p, q in itertools.combinations(range(len(values)), 2)
+                  if q - p >= 2 and abs(values[q] - values[p]) <= limit + 1e-9
+                  for m in range(p + 1, q)]
+    if not candidates:
+        return [], []
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(candidates))[:MAX_TRIPLETS]
+    triplets = []
+    for k in order:
+        p, m, q = candidates[int(k)]
+        pair, target = prepare_triplet(visible.frames[p], visible.frames[q], visible.frames[m],
+                                       mapping=mapping)
+        t = (values[m] - values[p]) / (values[q] - values[p])
+        triplets.append(Triplet(pair.i0, pair.i1, target, float(t)))
+    if len(triplets) < 3:
+        return triplets, triplets
+    checks = triplets[::3][:MAX_CHECKS]
+    return [tr for tr in triplets if not any(tr is c for c in checks)], checks
+
+
+def _prepare_job(job: FillJob, seed: int, with_triplets: bool) -> list[_Prepared]:
+    """Every gap's case; the job's triplets on the first gap's case (the job's adaptation
+    unit) when ``with_triplets``."""
+    mapping = job.grid()
+    frames = job.visible.frames
+    gaps = [prepare_gap(frames[g.a], frames[g.b], g.times, mapping) for g in job.gaps]
+    if with_triplets and gaps:
+        values = job.visible.index_values or []
+        longest = max(abs(values[g.b] - values[g.a]) for g in job.gaps)
+        train, checks = held_in_triplets(job.visible, longest, mapping, seed)
+        gaps[0].case.triplets, gaps[0].case.checks = train, checks
+    return gaps
+
+
+def fill(jobs: Sequence[FillJob], method: str, config: TTTConfig,
+         loaded: LoadedModel | None, progress: Progress | None = None) -> list[FillResult]:
+    """Fill every gap of every job (see the module docstring for the steps)."""
+    progress = progress or NullProgress()
+    if method == "linear":
+        prepared = [[prepare_gap(job.visible.frames[g.a], job.visible.frames[g.b], g.times)
+                     for g in job.gaps] for job in jobs]
+        progress.update("predict", 1.0, "linear blending")
+        return [FillResult([p.blend() for p in gaps], "linear") for gaps in prepared]
+    if loaded is None:
+        raise ValueError("filling with a model needs a loaded model")
+    resolved = config.resolved()
+    own_frames = resolved.task == "frames" and resolved.enabled
+    prepared = [_prepare_job(job, resolved.seed, own_frames or resolved.guard) for job in jobs]
+    for gaps in prepared:
+        for p in gaps:
+            p.case.to(loaded.device)
+    if own_frames:
+        return _fill_adapting_per_job(prepared, resolved, loaded.model, progress)
+    return _fill_per_gap(prepared, resolved, loaded.model, progress)
+
+
+def _guarded(model: TTTModel, gaps: list[_Prepared], frames: list[list[torch.Tensor]],
+             config: TTTConfig, progress: Progress, name: str) -> FillResult:
+    """The model's frames, or linear blending where the checks say it does better."""
+    checks = gaps[0].case.checks if gaps else []
+    restored = [p.restore(f) for p, f in zip(gaps, frames, strict=True)]
+    if not (config.guard and checks):
+        return FillResult(restored, "model")
+    scores = {"model": held_in_psnr(model, checks), "linear": held_in_psnr(None, checks)}
+    if scores["model"] < scores["linear"]:
+        progress.update("guard", 1.0, f"{name}: the model is worse than linear blending on the "
+                        f"sequence's own frames ({scores['model']:.2f} < {scores['linear']:.2f} "
+                        "dB): linear blending used")
+        return FillResult([p.blend() for p in gaps], "linear (guard)", scores)
+    return FillResult(restored, "model", scores)
+
+
+def _fill_adapting_per_job(prepared: list[list[_Prepared]], config: TTTConfig,
+                           model: TTTModel, progress: Progress) -> list[FillResult]:
+    """The ``frames`` task: one adaptation per job (its first gap's case carries the job's
+    triplets), then all its gaps with the model the scheme and guard leave."""
+    units = [gaps[0].case for gaps in prepared]
+    index = {id(case): k for k, case in enumerate(units)}
+
+    def apply(adapted: TTTModel, case: Case) -> FillResult:
+        gaps = prepared[index[id(case)]]
+        frames = [predict(adapted, p.case) for p in gaps]
+        return _guarded(adapted, gaps, frames, config, progress, f"sequence {index[id(case)] + 1}")
+
+    return adapt_and_apply(model, units, config, apply, progress)
+
+
+def _fill_per_gap(prepared: list[list[_Prepared]], config: TTTConfig, model: TTTModel,
+                  progress: Progress) -> list[FillResult]:
+    """No TTT or a paper task: every gap is a case of its own; the guard compares the
+    pretrained model with linear blending per job."""
+    flat = [p.case for gaps in prepared for p in gaps]
+    # The checks belong to the job's guard here, not to the per-gap consistency guard.
+    saved = [(c.triplets, c.checks) for c in flat]
+    for c in flat:
+        c.triplets, c.checks = [], []
+    frames = adapt_and_apply(model, flat, config, predict, progress)
+    for c, (triplets, checks) in zip(flat, saved, strict=True):
+        c.triplets, c.checks = triplets, checks
+    results, start = [], 0
+    for k, gaps in enumerate(prepared):
+        results.append(_guarded(model, gaps, frames[start:start + len(gaps)], config, progress,
+                                f"sequence {k + 1}"))
+        start += len(gaps)
+    return results
+
+
+def describe(results: Sequence[FillResult]) -> dict[str, Any]:
+    """How many jobs each filler served (for logs and JSON)."""
+    used: dict[str, int] = {}
+    for r in results:
+        used[r.used] = used.get(r.used, 0) + 1
+    return used
