@@ -114,8 +114,22 @@ def test_logic_upsamples_the_whole_sequence(
     tolerance = merged.GetNumericIndexValueTolerance()
     assert all(merged.GetItemNumberFromIndexValue(merged.GetNthIndexValue(i)) == i
                for i in range(7)), f"tolerance {tolerance} merges neighbours"
-    assert any(text.startswith("pair 2/2") for text in texts)
+    starts = [line for line in run.log.splitlines() if line.startswith("$ ")]
+    assert len(starts) == 1 and " upsample " in starts[0]
     assert not any(temp_parent.iterdir())
+
+
+def test_logic_upsamples_twenty_frames_by_two_in_one_engine_process(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path) -> None:
+    frames = same_range_frames(20)
+    source = cine(scene, frames, [40.0 * i for i in range(20)])
+    run = logic.create_run(scene, sequences_logic, source, upsampleFactor=2, method="linear",
+                           device="cpu", tempParent=temp_parent)
+    result = logic.run_to_end(run, interval=0.02)
+    starts = [line for line in run.log.splitlines() if line.startswith("$ ")]
+    assert len(starts) == 1 and " upsample " in starts[0] and "--factor 2" in starts[0]
+    assert sequences.index_values(result.outputSequence) == [40.0 * i + 20 for i in range(19)]
 
 
 def test_logic_uvinet_fills_a_chosen_output_sequence(

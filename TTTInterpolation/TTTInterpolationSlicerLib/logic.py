@@ -45,6 +45,7 @@ from .worker import (
     evaluate_arguments,
     find_python,
     interpolate_arguments,
+    sequence_arguments,
 )
 
 ProgressCallback = Callable[[float, str], None]
@@ -339,7 +340,12 @@ class EngineRun:
 
 
 class InterpolationRun(EngineRun):
-    """New frames: one engine process per pair of frames, then output (and merged) sequences."""
+    """New frames from one engine process for the whole job (the sequence written once, the
+    model loaded once), then output (and merged) sequences.
+
+    ``factor`` set: the tasks are an upsampling plan (:func:`plan_upsample`) and the engine's
+    ``upsample`` runs; otherwise one task, the engine's ``interpolate`` on the whole sequence.
+    """
 
     def __init__(self, scene: slicer.vtkMRMLScene,
                  sequencesLogic: slicer.vtkSlicerSequencesLogic,
@@ -348,7 +354,8 @@ class InterpolationRun(EngineRun):
                  outputSequence: slicer.vtkMRMLSequenceNode | None = None,
                  createMerged: bool = False, python: str | None = None,
                  tempParent: str | Path | None = None,
-                 onProgress: ProgressCallback | None = None) -> None:
+                 onProgress: ProgressCallback | None = None,
+                 factor: int | None = None) -> None:
         if inputSequence is None:
             raise ValueError("select an input sequence")
         if not tasks:
@@ -358,16 +365,17 @@ class InterpolationRun(EngineRun):
         super().__init__(scene, sequencesLogic, inputSequence, options or EngineOptions(),
                          python=python, tempParent=tempParent, onProgress=onProgress)
         self.tasks = list(tasks)
+        self.factor = factor
+        if factor is None and len(self.tasks) != 1:
+            raise ValueError("one pair of frames, or an upsampling factor")
         self.outputSequence = outputSequence
         self.createMerged = createMerged
-        for task in self.tasks:
-            self._checkSameGrid([task.item_a, task.item_b])
+        self._checkSameGrid(list(range(inputSequence.GetNumberOfDataNodes())))
         self.newValues = [self._value(task, t) for task in self.tasks for t in task.times]
         if createMerged:
             self._checkNoCollision()
-        count = len(self.tasks)
-        self.steps = [EngineStep(f"pair {n + 1}/{count}", self._arguments(task),
-                                 self._collector(task)) for n, task in enumerate(self.tasks)]
+        label = f"upsampling by {factor}" if factor else "interpolating"
+        self.steps = [EngineStep(label, self._arguments, self._collect)]
         self._newFrames: list[tuple[float, slicer.vtkMRMLScalarVolumeNode]] = []
 
     def _value(self, task: PairTask, t: float) -> float:
@@ -385,24 +393,37 @@ class InterpolationRun(EngineRun):
                                  f"{clash[0]:g}; choose other frames or another number of frames, "
                                  "or do not build the merged sequence")
 
-    def _arguments(self, task: PairTask) -> Callable[[Path], list[str]]:
-        def arguments(folder: Path) -> list[str]:
-            frameA, frameB = folder / "frameA.nrrd", folder / "frameB.nrrd"
-            seq.write_volume(seq.frame_volume(self.inputSequence, task.item_a), frameA)
-            seq.write_volume(seq.frame_volume(self.inputSequence, task.item_b), frameB)
-            return interpolate_arguments(frameA, frameB, task.times,
-                                         folder / "interpolated.seq.nrrd", self.options)
-        return arguments
+    def _arguments(self, folder: Path) -> list[str]:
+        """The whole sequence to one file; the engine command for it."""
+        source, output = folder / "input.seq.nrrd", folder / "interpolated.seq.nrrd"
+        seq.write_sequence_file(self.inputSequence,
+                                range(self.inputSequence.GetNumberOfDataNodes()), source)
+        if self.factor is not None:
+            return sequence_arguments(source, output, self.options, factor=self.factor)
+        task = self.tasks[0]
+        return sequence_arguments(source, output, self.options,
+                                  frames=(task.item_a, task.item_b), times=task.times)
 
-    def _collector(self, task: PairTask) -> Callable[[Path], None]:
-        def collect(folder: Path) -> None:
-            reference = seq.frame_volume(self.inputSequence, task.item_a)
-            for t, volume in read_predictions(folder / "interpolated.seq.nrrd", task.times,
-                                              reference):
-                value = self._value(task, t)
-                self._newFrames.append((value, conformed(
-                    volume, reference, f"{self.inputSequence.GetName()} {value:g}")))
-        return collect
+    def _collect(self, folder: Path) -> None:
+        """The new frames of the engine's output (``upsample`` returns the input frames too:
+        they are recognised by their index values and left out)."""
+        reference = seq.frame_volume(self.inputSequence, 0)
+        found = seq.read_sequence_file(folder / "interpolated.seq.nrrd")
+        steps = np.diff(sorted(self._values))
+        atol = max(TIME_ATOL, 1e-3 * float(steps.min())) if steps.size else TIME_ATOL
+        new = [(v, volume) for v, volume in found
+               if any(abs(v - w) <= atol for w in self.newValues)]
+        values = sorted(v for v, _ in new)
+        if len(new) != len(self.newValues) or not np.allclose(values, sorted(self.newValues),
+                                                               atol=atol):
+            raise EngineError(f"the engine returned new frames at {values}, expected "
+                              f"{sorted(self.newValues)}")
+        for value, volume in sorted(new, key=lambda item: item[0]):
+            if not seq.same_grid(volume, reference):
+                raise EngineError("the engine returned frames on another voxel grid than the "
+                                  "input")
+            self._newFrames.append((value, conformed(
+                volume, reference, f"{self.inputSequence.GetName()} {value:g}")))
 
     def _discard(self) -> None:
         self._newFrames = []
@@ -734,7 +755,8 @@ def create_run(scene: slicer.vtkMRMLScene, sequencesLogic: slicer.vtkSlicerSeque
                              numberOfFrames)
     return InterpolationRun(scene, sequencesLogic, sequenceNode, tasks, engine_options(**options),
                             outputSequence=outputSequence, createMerged=createMerged,
-                            python=python, tempParent=tempParent, onProgress=onProgress)
+                            python=python, tempParent=tempParent, onProgress=onProgress,
+                            factor=upsampleFactor)
 
 
 def create_evaluation(scene: slicer.vtkMRMLScene,

@@ -164,6 +164,29 @@ def interpolate_arguments(frame_a: Path, frame_b: Path, times: Sequence[float], 
             "--progress", "jsonl", "-o", str(output)]
 
 
+def sequence_arguments(sequence_file: Path, output: Path, options: EngineOptions, *,
+                       factor: int | None = None, frames: tuple[int, int] | None = None,
+                       times: Sequence[float] = ()) -> list[str]:
+    """Arguments of the engine for a whole sequence file in one process: ``upsample`` by
+    ``factor``, or ``interpolate`` at ``times`` between items ``frames``.
+
+    The engine sees every frame of the sequence (the ``frames`` TTT task and the guard learn
+    from the frames outside the gap) and loads the model once for all pairs.
+    """
+    tail = [*options.arguments(), "--progress", "jsonl", "-o", str(output)]
+    if factor is not None:
+        if factor < 2:
+            raise ValueError(f"upsampling factor must be at least 2, got {factor}")
+        return ["upsample", str(sequence_file), "--factor", str(int(factor)), *tail]
+    if frames is None or not times:
+        raise ValueError("give an upsampling factor, or two frames and at least one time")
+    bad = [t for t in times if not 0.0 < t < 1.0]
+    if bad:
+        raise ValueError(f"time points must lie strictly between 0 and 1, got {bad}")
+    return ["interpolate", str(sequence_file), "--frames", str(frames[0]), str(frames[1]),
+            "--times", *(repr(float(t)) for t in times), *tail]
+
+
 def evaluate_arguments(sequence_file: Path, frames: tuple[int, int],
                        tasks: Sequence[TTTTask], output_json: Path,
                        options: EngineOptions) -> list[str]:
