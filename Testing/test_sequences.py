@@ -66,8 +66,8 @@ def test_temporal_model_keeps_both_ends_exact_whatever_its_motion_network_says()
     assert float((half - fused).abs().max()) > 1e-3  # the motion network does act mid-way
 
 
-def test_temporal_model_is_linear_blending_where_nothing_moves_and_starts_as_uvinet_fusion():
-    net = temporal_model().model.uvinet  # zero-initialised motion output: no correction
+def test_temporal_model_is_linear_blending_where_nothing_moves():
+    net = temporal_model().model.uvinet  # zero-initialised motion output
     i0 = torch.rand(1, 1, *SIZE)
     still = net.interpolate(i0, i0.clone(), [0.25, 0.5, 0.75])
     for frame in still:

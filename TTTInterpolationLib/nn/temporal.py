@@ -9,12 +9,17 @@ linear blending, linear-in-t motion about +0.4 dB). Trained on every frame of fu
 
     f0 = t phi01 + e(t) d0,   f1 = (1 - t) phi10 + e(t) d1,   e(t) = 4 t (1 - t)
     w  = clamp(t + e(t) tanh(o) / 2, 0, 1)
-    frame = (1 - w) W(I0, f0) + w W(I1, f1)
+    g  = sigmoid(q + GATE_BIAS)
+    frame = (1 - g) ((1 - t) I0 + t I1) + g ((1 - w) W(I0, f0) + w W(I1, f1))
 
-``(d0, d1, o)`` come from :class:`MotionNet` on both frames, both linearly moved frames, the
-scaled flows and ``t``. The envelope ``e(t)`` keeps the ends exact (``t = 0`` gives I0 and
-``t = 1`` gives I1 whatever the network says), and its output layer starts at zero, so an
-untrained correction is UVI-Net's fusion and a still pair (zero flows) is linear blending.
+``(d0, d1, o, q)`` come from :class:`MotionNet` on both frames, both linearly moved frames, the
+scaled flows and ``t``. The gate ``g`` mixes, per voxel, linear blending with the moved
+frames: where warping cannot explain the change (through-plane motion across 10 mm slices,
+noise at sub-voxel motion) blending is the better guess, and on real cine at small gaps it
+wins (docs/acdc4d-headroom.md). The envelope ``e(t)`` keeps the ends exact (``t = 0`` gives I0
+and ``t = 1`` gives I1 whatever the network says). The output layer starts at zero, so an
+untrained model is mostly linear blending (``g = sigmoid(GATE_BIAS)``) with a share of
+UVI-Net's fusion, and a still pair (zero flows) gives linear blending exactly.
 The refinement network is left out: it added 0.003 dB on real cine (headroom note §2).
 
 Everything else is UVI-Net's (the flow network, the feature extractor the paper's heads read),
@@ -42,8 +47,11 @@ from .warp import warp
 #: Input channels of :class:`MotionNet`: I0, I1, W(I0, t phi01), W(I1, (1-t) phi10), the two
 #: scaled flows (3 each) and t.
 MOTION_INPUTS = 11
-#: Output channels: a flow correction for each end (3 each, voxels) and a blend-weight offset.
-MOTION_OUTPUTS = 7
+#: Output channels: a flow correction for each end (3 each, voxels), a blend-weight offset and
+#: the gate between moved frames and linear blending.
+MOTION_OUTPUTS = 8
+#: The gate's logit before training: sigmoid(-1) = 0.27 of the moved frames at first.
+GATE_BIAS = -1.0
 
 
 def envelope(t: torch.Tensor) -> torch.Tensor:
@@ -100,8 +108,9 @@ class TemporalUVINet(UVINet):
 
     def motion_terms(self, i0: torch.Tensor, i1: torch.Tensor, t: float | torch.Tensor,
                      flows: tuple[torch.Tensor, torch.Tensor]
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The flows toward ``t`` from each end and the blend weight of I1, after correction."""
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The flows toward ``t`` from each end, the blend weight of I1 and the gate of the
+        moved frames against linear blending, after correction."""
         phi01, phi10 = flows
         tt = _time_tensor(t, i0).float()
         f0, f1 = tt * phi01, (1.0 - tt) * phi10
@@ -112,13 +121,16 @@ class TemporalUVINet(UVINet):
         f0 = f0 + e * out[:, 0:3]
         f1 = f1 + e * out[:, 3:6]
         weight = (tt + 0.5 * e * torch.tanh(out[:, 6:7])).clamp(0.0, 1.0)
-        return f0, f1, weight
+        gate = torch.sigmoid(out[:, 7:8] + GATE_BIAS)
+        return f0, f1, weight, gate
 
     def synthesize(self, i0: torch.Tensor, i1: torch.Tensor, t: float | torch.Tensor,
                    flows: tuple[torch.Tensor, torch.Tensor],
                    pyramids: tuple[Pyramid, Pyramid]) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame at ``t`` and a zero residual (no refinement; the cycle loss reads it)."""
-        f0, f1, weight = self.motion_terms(i0, i1, t, flows)
+        f0, f1, weight, gate = self.motion_terms(i0, i1, t, flows)
         moved0, moved1 = warp(torch.cat([i0, i1]), torch.cat([f0, f1])).chunk(2)
-        frame = (1.0 - weight) * moved0 + weight * moved1
+        tt = _time_tensor(t, i0).float()
+        blended = (1.0 - tt) * i0 + tt * i1
+        frame = blended + gate * ((1.0 - weight) * moved0 + weight * moved1 - blended)
         return frame, torch.zeros_like(frame)

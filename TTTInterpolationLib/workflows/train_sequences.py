@@ -9,7 +9,8 @@ with :data:`GAP_WEIGHTS`. The three frames share the pair's joint intensity wind
 (:func:`.preprocess.prepare_pair`), as at inference; in-plane flips are the only augmentation.
 
 Loss: Charbonnier between the predicted and the true frame, plus ``smooth`` times ``Grad_L2``
-of the flows toward ``t`` (UVI-Net's smoothness term). Adam, one learning rate.
+of both flows (UVI-Net's smoothness term). Adam; the flow network at :data:`FLOW_LR_FACTOR`
+of the learning rate.
 
 Files after every epoch (atomically): the checkpoint ``out``, ``<out>.optim.pt`` (Adam state,
 ``torch.load(weights_only=True)``) and ``<out>.history.json`` (losses and validation scores
@@ -47,6 +48,10 @@ MAX_GAP = 15
 #: Probability of a gap of 2, of 3-4, and of 5 to :data:`MAX_GAP` (uniform inside each group).
 GAP_WEIGHTS = (0.25, 0.25, 0.5)
 OPTIMIZER_FORMAT = "tttinterp-sequence-optimizer"
+#: The flow network (trained on end frames, it finds the large motion) learns at this fraction
+#: of the learning rate, so the noisy frame loss does not wash out what it knows: at the full
+#: rate, end-diastole -> end-systole validation fell from 26.79 to 26.61 dB in two epochs.
+FLOW_LR_FACTOR = 0.1
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,12 @@ def train_sequences(options: SequenceTrainOptions,
     dtype = resolve_precision(options.precision, device)
     model, info = _initial_model(options)
     model.to(device).train()
-    optimizer = torch.optim.Adam(model.uvinet.parameters(), lr=options.lr)
+    net = model.uvinet
+    flow = set(map(id, net.flow.parameters()))
+    others = [p for p in net.parameters() if id(p) not in flow]
+    optimizer = torch.optim.Adam([{"params": list(net.flow.parameters()),
+                                   "lr": options.lr * FLOW_LR_FACTOR},
+                                  {"params": others, "lr": options.lr}])
     history: list[dict[str, Any]] = []
     if options.resume:
         state = torch.load(optimizer_path(options.out), map_location=device, weights_only=True)
