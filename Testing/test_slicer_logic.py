@@ -79,6 +79,13 @@ def test_logic_linear_between_two_frames_end_to_end(
     merged = result.mergedSequence
     assert merged.GetName() == "cine merged"
     assert sequences.index_values(merged) == [0, 10, 20, 30, 40, 80, 120]
+    # Computed frames are marked, item by item and on both sequences; measured ones are not.
+    marked = [merged.GetNthDataNode(i).GetAttribute(sequences.SYNTHETIC_ATTRIBUTE)
+              for i in range(7)]
+    assert marked == [None, "1", "1", "1", None, None, None]
+    assert merged.GetAttribute(sequences.SYNTHETIC_ATTRIBUTE) == "10 20 30"
+    assert output.GetAttribute(sequences.SYNTHETIC_ATTRIBUTE) == "10 20 30"
+    assert output.GetNthDataNode(0).GetName().endswith("(synthetic)")
     np.testing.assert_array_equal(sequences.array_ijk(merged.GetNthDataNode(5)), frames[2])
     assert result.browser.GetMasterSequenceNode() is merged
     assert composite.GetBackgroundVolumeID() == result.proxyVolume.GetID()

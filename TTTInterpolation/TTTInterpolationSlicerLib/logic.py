@@ -422,8 +422,10 @@ class InterpolationRun(EngineRun):
             if not seq.same_grid(volume, reference):
                 raise EngineError("the engine returned frames on another voxel grid than the "
                                   "input")
-            self._newFrames.append((value, conformed(
-                volume, reference, f"{self.inputSequence.GetName()} {value:g}")))
+            frame = conformed(volume, reference,
+                              f"{self.inputSequence.GetName()} {value:g} (synthetic)")
+            seq.mark_synthetic(frame)
+            self._newFrames.append((value, frame))
 
     def _discard(self) -> None:
         self._newFrames = []
@@ -433,6 +435,7 @@ class InterpolationRun(EngineRun):
         output = self.outputSequence or self.scene.AddNewNodeByClass(
             seq.SEQUENCE_CLASS, self.scene.GenerateUniqueName(f"{name} interpolated"))
         seq.fill_sequence(output, self._newFrames, like=self.inputSequence)
+        seq.synthetic_values(output)
         merged = None
         if self.createMerged:
             originals = [(self.inputSequence.GetNthIndexValue(i),
@@ -441,6 +444,7 @@ class InterpolationRun(EngineRun):
             merged = self.scene.AddNewNodeByClass(
                 seq.SEQUENCE_CLASS, self.scene.GenerateUniqueName(f"{name} merged"))
             seq.fill_sequence(merged, originals + self._newFrames, like=self.inputSequence)
+            seq.synthetic_values(merged)
         shown = merged or output
         browser = seq.browser_for(self.scene, self.sequencesLogic, shown)
         proxy = browser.GetProxyNode(shown)

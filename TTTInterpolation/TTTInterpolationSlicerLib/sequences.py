@@ -170,6 +170,26 @@ def fill_sequence(sequence: slicer.vtkMRMLSequenceNode,
         sequence.SetDataNodeAtValue(volume, text)
 
 
+#: Node attribute on every frame the engine made (value "1") and on a sequence holding such
+#: frames: the space-separated index values of its synthetic items. An exported or merged
+#: sequence then still tells which frames were measured and which were computed.
+SYNTHETIC_ATTRIBUTE = "TTTInterpolation.Synthetic"
+
+
+def mark_synthetic(volume: slicer.vtkMRMLVolumeNode) -> None:
+    """Mark ``volume`` as computed, not acquired (:data:`SYNTHETIC_ATTRIBUTE`)."""
+    volume.SetAttribute(SYNTHETIC_ATTRIBUTE, "1")
+
+
+def synthetic_values(sequence: slicer.vtkMRMLSequenceNode) -> list[str]:
+    """Index values of the items of ``sequence`` whose volumes are marked synthetic; the
+    sequence's own attribute is set to them (empty: the attribute is removed)."""
+    values = [sequence.GetNthIndexValue(i) for i in range(sequence.GetNumberOfDataNodes())
+              if sequence.GetNthDataNode(i).GetAttribute(SYNTHETIC_ATTRIBUTE) == "1"]
+    sequence.SetAttribute(SYNTHETIC_ATTRIBUTE, " ".join(values) if values else None)
+    return values
+
+
 def sequence_from_arrays(scene: slicer.vtkMRMLScene, frames: np.ndarray, matrix: np.ndarray,
                          values: Sequence[float], name: str, index_name: str = "time",
                          index_unit: str = "") -> slicer.vtkMRMLSequenceNode:
