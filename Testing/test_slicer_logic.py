@@ -126,6 +126,19 @@ def test_logic_upsamples_the_whole_sequence(
     assert not any(temp_parent.iterdir())
 
 
+def test_logic_output_follows_the_input_transform(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path) -> None:
+    source = cine(scene, same_range_frames(3), [0.0, 1.0, 2.0])
+    proxy = sequences.browser_for(scene, sequences_logic, source).GetProxyNode(source)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    proxy.SetAndObserveTransformNodeID(transform.GetID())
+    result = logic.run_to_end(logic.create_run(
+        scene, sequences_logic, source, 0, 1, 1, method="linear", device="cpu",
+        tempParent=temp_parent), interval=0.02)
+    assert result.proxyVolume.GetTransformNodeID() == transform.GetID()
+
+
 def test_logic_upsamples_twenty_frames_by_two_in_one_engine_process(
         scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
         temp_parent: Path) -> None:

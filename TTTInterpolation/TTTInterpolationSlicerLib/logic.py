@@ -448,7 +448,12 @@ class InterpolationRun(EngineRun):
         shown = merged or output
         browser = seq.browser_for(self.scene, self.sequencesLogic, shown)
         proxy = browser.GetProxyNode(shown)
-        seq.copy_display(self._inputProxy(), proxy)
+        source = self._inputProxy()
+        seq.copy_display(source, proxy)
+        # New frames lie on the input's voxel grid: under the input's transform they are drawn
+        # where the input is drawn (outside it, a registered volume's frames would be off).
+        parent = source.GetParentTransformNode() if source is not None else None
+        proxy.SetAndObserveTransformNodeID(parent.GetID() if parent is not None else None)
         seq.show_in_slice_views(self.scene, proxy)
         return InterpolationResult(output, merged, browser)
 
