@@ -217,6 +217,10 @@ def test_guard_falls_back_to_linear_blending_where_the_model_is_worse(cine):
         np.testing.assert_array_equal(frames[0], blend(cine.frames[k], cine.frames[k + 1], 0.5))
     unguarded = fill([job], "uvinet", TTTConfig(guard=False), loaded)[0]
     assert unguarded.used == "model"
+    # One gap (a pair, ED -> ES): the visible frames lie outside it, the guard stays out.
+    pair = pair_case(cine, 2, 7)
+    single = fill([FillJob(pair.visible, pair.gaps)], "uvinet", TTTConfig(), loaded)[0]
+    assert single.used == "model" and not single.held_in
     assert float(np.abs(unguarded.frames[0][0] - guarded.frames[0][0]).max()) > 1e-3
 
 

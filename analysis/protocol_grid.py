@@ -27,7 +27,8 @@ from TTTInterpolationLib.workflows.sequence_cases import load_cases
 from TTTInterpolationLib.workflows.settings import EvalSetting
 
 
-def settings(steps: list[int], lrs: list[float], extra: list[str]) -> list[EvalSetting]:
+def settings(steps: list[int], lrs: list[float], extra: list[str],
+             unguarded: bool = True) -> list[EvalSetting]:
     out = [EvalSetting("linear", "linear"),
            EvalSetting("model", "uvinet", TTTConfig(guard=False)),
            EvalSetting("model + guard", "uvinet", TTTConfig())]
@@ -36,8 +37,9 @@ def settings(steps: list[int], lrs: list[float], extra: list[str]) -> list[EvalS
             if s > 0:
                 out.append(EvalSetting(f"frames {s} lr {lr:g} + guard", "uvinet",
                                        TTTConfig("frames", steps=s, lr=lr)))
-                out.append(EvalSetting(f"frames {s} lr {lr:g}", "uvinet",
-                                       TTTConfig("frames", steps=s, lr=lr, guard=False)))
+                if unguarded:
+                    out.append(EvalSetting(f"frames {s} lr {lr:g}", "uvinet",
+                                           TTTConfig("frames", steps=s, lr=lr, guard=False)))
     for task in extra:
         out.append(EvalSetting(f"{task} TTT", "uvinet", TTTConfig(task, guard=False)))
     return out
@@ -54,11 +56,13 @@ def main() -> None:
     parser.add_argument("--lr", nargs="+", type=float, default=[1e-4])
     parser.add_argument("--paper-tasks", nargs="*", default=[],
                         help="also rows for these paper TTT tasks (rotation, mae, cycle)")
+    parser.add_argument("--guarded-only", action="store_true",
+                        help="own-frame TTT rows with the guard only")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(2)
     loaded = load_model(args.weights, "cpu")
-    grid = settings(args.steps, args.lr, args.paper_tasks)
+    grid = settings(args.steps, args.lr, args.paper_tasks, not args.guarded_only)
     report = {}
     for protocol in args.protocol:
         cases = load_cases(args.cases, args.split, limit=args.limit, protocol=protocol)
