@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import METHODS, TTTConfig, _check_choice
+from ..config import METHODS, UPSAMPLE_DEFAULT_TASK, TTTConfig, _check_choice
 from ..data.model_grid import GridMapping, plan_mapping
 from ..data.volume import Sequence4D
 from ..errors import InputError
@@ -179,8 +179,16 @@ def check_upsample(seq: Sequence4D, factor: int) -> GridMapping:
     return plan_mapping(seq.shape3d)
 
 
+def upsample_task(seq: Sequence4D, requested: str | None) -> str:
+    """The TTT task of an upsampling: the one asked for, else :data:`UPSAMPLE_DEFAULT_TASK`
+    (``none`` for fewer than 3 frames: nothing to adapt on)."""
+    if requested is not None:
+        return requested
+    return UPSAMPLE_DEFAULT_TASK if seq.num_frames >= 3 else "none"
+
+
 def upsample_sequence(seq: Sequence4D, factor: int, *, method: str = "uvinet",
-                      ttt: str | TTTConfig = "none", scheme: str | None = None,
+                      ttt: str | TTTConfig | None = None, scheme: str | None = None,
                       steps: int | None = None, lr: float | None = None,
                       seed: int | None = None, weights: str | os.PathLike | None = None,
                       device: str = "auto", model: LoadedModel | None = None,
@@ -189,11 +197,12 @@ def upsample_sequence(seq: Sequence4D, factor: int, *, method: str = "uvinet",
 
     One model load and one job (:mod:`.fill`): the ``frames`` task adapts once on the
     sequence's own frames and the guard judges the model on them; the paper's tasks adapt per
-    pair. New frames sit at index values ``v_i + k / factor (v_{i+1} - v_i)``. Keywords as
-    :func:`interpolate`.
+    pair. New frames sit at index values ``v_i + k / factor (v_{i+1} - v_i)``. ``ttt=None``
+    takes :func:`upsample_task`'s default. Other keywords as :func:`interpolate`.
     """
     mapping = check_upsample(seq, factor)
-    config = ttt_config(ttt, scheme=scheme, steps=steps, lr=lr, seed=seed)
+    task = ttt if isinstance(ttt, TTTConfig) else upsample_task(seq, ttt)
+    config = ttt_config(task, scheme=scheme, steps=steps, lr=lr, seed=seed)
     _check_choice("method", method, METHODS)
     progress = progress or NullProgress()
     times = tuple(k / factor for k in range(1, factor))
