@@ -71,12 +71,14 @@ def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False,
     g.add_argument("--steps", type=int, default=None,
                    help="TTT optimiser steps per case (epochs for naive); default 10")
     g.add_argument("--lr", type=float, default=None,
-                   help="TTT learning rate (default per task: rotation 1e-4, mae 2e-4, cycle 1e-4)")
+                   help="TTT learning rate (default per task: rotation 1e-4, mae 2e-4, cycle 1e-4, "
+                   "frames 1e-4)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                    help="TTT optimiser (default per task: adam, adamw for mae)")
     g.add_argument("--adapt", choices=ADAPT, default="auto",
                    help="parameters TTT updates: features (shared feature extractor, the "
-                   "paper's choice), all (whole UVI-Net), auto = all for cycle, else features")
+                   "paper's choice), all (whole UVI-Net), auto = all for cycle and frames, else "
+                   "features")
     g.add_argument("--no-guard", action="store_true",
                    help="keep every adapted prediction; by default a case that TTT made less "
                    "self-consistent (the pair rebuilt from virtual frames) keeps the pretrained "
