@@ -30,7 +30,7 @@ _RANK_SCRIPT = textwrap.dedent("""
     import sys, torch
     from TTTInterpolationLib.workflows.settings import EvalSetting
     from TTTInterpolationLib.models.loading import load_model
-    from TTTInterpolationLib.workflows.evaluation import make_case
+    from TTTInterpolationLib.workflows.protocols import pair_case
     from TTTInterpolationLib.runtime.distributed import DistContext
     from TTTInterpolationLib.workflows.parallel_eval import evaluate_rows
     from TTTInterpolationLib.data.phantoms.sequences import make_phantom_sequence
@@ -39,7 +39,7 @@ _RANK_SCRIPT = textwrap.dedent("""
     seq = make_phantom_sequence("cardiac", 10, (32, 32, 16), seed=0)
     loaded = load_model("untrained", "cuda")  # the caller's model, on the current GPU (0)
     torch.cuda.reset_peak_memory_stats(ctx.local_rank)
-    cases = [make_case(seq, 0, 4), make_case(seq, 4, 8)]
+    cases = [pair_case(seq, 0, 4), pair_case(seq, 4, 8)]
     evaluate_rows(cases, [EvalSetting("UVI-Net", "uvinet")], ctx, model=loaded)
     used = torch.cuda.max_memory_allocated(ctx.local_rank)
     print(f"rank {ctx.rank} used {used} bytes on cuda:{ctx.local_rank}", file=sys.stderr)

@@ -48,6 +48,10 @@ MAX_TRIPLETS = 36
 MAX_CHECKS = 8
 #: A triplet's outer pair spans at most this many times the longest gap to fill (index values).
 SPAN_FACTOR = 2.0
+#: The model must beat linear blending on the check triplets by this many dB to be used. The
+#: checks span up to twice the gap to fill, where motion is larger and the model does
+#: relatively better than at the gap itself (see docs/acdc4d-headroom.md §6 for the choice).
+GUARD_MARGIN_DB = 0.0
 
 
 @dataclass(frozen=True)
@@ -196,7 +200,7 @@ def _guarded(model: TTTModel, gaps: list[_Prepared], frames: list[list[torch.Ten
     if not (config.guard and checks and tiles):
         return FillResult(restored, "model")
     scores = {"model": held_in_psnr(model, checks), "linear": held_in_psnr(None, checks)}
-    if scores["model"] < scores["linear"]:
+    if scores["model"] < scores["linear"] + GUARD_MARGIN_DB:
         progress.update("guard", 1.0, f"{name}: the model is worse than linear blending on the "
                         f"sequence's own frames ({scores['model']:.2f} < {scores['linear']:.2f} "
                         "dB): linear blending used")

@@ -48,6 +48,21 @@ class EvalCase:
     def num_hidden(self) -> int:
         return sum(len(g.times) for g in self.gaps)
 
+    @property
+    def hidden(self) -> list[int]:
+        """Every hidden frame number, in gap order (the order of ``truths`` flattened)."""
+        return [h for g in self.gaps for h in g.hidden]
+
+    @property
+    def a(self) -> int:
+        """Frame number of the first gap's start (the pair of a one-gap case)."""
+        return self.pairs[0][0]
+
+    @property
+    def b(self) -> int:
+        """Frame number of the first gap's end."""
+        return self.pairs[0][1]
+
 
 def sequence_window(frames: np.ndarray) -> tuple[float, float]:
     """The sequence's min and max (a constant sequence gets a unit window)."""
