@@ -187,22 +187,29 @@ def test_held_in_triplets_are_visible_frames_and_checks_are_kept_apart(cine):
     assert all(0.0 < t.t < 1.0 for t in train + checks)
 
 
+def _loss_on(model: TTTModel, triplets) -> float:
+    """Mean Charbonnier of the model's frames on ``triplets`` (float32, no autocast)."""
+    with torch.no_grad():
+        stacked = [torch.cat([getattr(t, k) for t in triplets]) for k in ("i0", "i1", "target")]
+        return float(model.frame_loss(*stacked, torch.tensor([t.t for t in triplets]))[1])
+
+
 def test_frames_task_adapts_to_the_sequence_own_frames(cine):
-    from TTTInterpolationLib.models.ttt import adapt_and_apply, held_in_psnr
+    from TTTInterpolationLib.models.ttt import adapt_and_apply
     from TTTInterpolationLib.workflows.fill import prepare_gap
 
-    loaded = temporal_model()
+    loaded = temporal_model(visible_motion=True)  # a poor start: room to adapt
     train, checks = held_in_triplets(cine, 4.0, FillJob(cine, []).grid())
     case = prepare_gap(cine.frames[0], cine.frames[1], [0.5]).case
     case.triplets, case.checks = train, checks
-    before = held_in_psnr(loaded.model, train)
+    before = _loss_on(loaded.model, train)
     steps: list[float] = []
     (after,) = adapt_and_apply(loaded.model, [case], TTTConfig("frames", steps=20, lr=1e-3,
                                                                 guard=False),
-                               lambda adapted, c: held_in_psnr(adapted, c.triplets),
+                               lambda adapted, c: _loss_on(adapted, c.triplets),
                                on_loss=lambda i, s, loss: steps.append(loss))
-    assert len(steps) == 20 and after > before + 0.1
-    assert held_in_psnr(loaded.model, train) == before  # the caller's model is untouched
+    assert len(steps) == 20 and after < 0.95 * before, (before, after)
+    assert _loss_on(loaded.model, train) == before  # the caller's model is untouched
 
 
 def test_guard_falls_back_to_linear_blending_where_the_model_is_worse(cine):
