@@ -157,18 +157,34 @@ def held_in_triplets(visible: Sequence4D, longest_gap: float, mapping: GridMappi
     return [tr for tr in triplets if not any(tr is c for c in checks)], checks
 
 
-def _prepare_job(job: FillJob, seed: int, with_triplets: bool) -> list[_Prepared]:
-    """Every gap's case; the job's triplets on the first gap's case (the job's adaptation
-    unit) when ``with_triplets``."""
+@dataclass
+class _PreparedJob:
+    """A job's gaps as TTT cases and its held-in triplets (adaptation set, checks)."""
+
+    gaps: list[_Prepared]
+    triplets: list[Triplet]
+    checks: list[Triplet]
+    tiles: bool
+
+    def to(self, device: torch.device) -> None:
+        for p in self.gaps:
+            p.case.to(device)
+        self.triplets = [t.to(device) for t in self.triplets]
+        self.checks = [t.to(device) for t in self.checks]
+
+
+def _prepare_job(job: FillJob, seed: int, with_triplets: bool) -> _PreparedJob:
+    """Every gap's case, and the held-in triplets when ``with_triplets``."""
     mapping = job.grid()
     frames = job.visible.frames
     gaps = [prepare_gap(frames[g.a], frames[g.b], g.times, mapping) for g in job.gaps]
+    train: list[Triplet] = []
+    checks: list[Triplet] = []
     if with_triplets and gaps:
         values = job.visible.index_values or []
         longest = max(abs(values[g.b] - values[g.a]) for g in job.gaps)
         train, checks = held_in_triplets(job.visible, longest, mapping, seed)
-        gaps[0].case.triplets, gaps[0].case.checks = train, checks
-    return gaps
+    return _PreparedJob(gaps, train, checks, job.tiles)
 
 
 def fill(jobs: Sequence[FillJob], method: str, config: TTTConfig,
@@ -184,67 +200,63 @@ def fill(jobs: Sequence[FillJob], method: str, config: TTTConfig,
         raise ValueError("filling with a model needs a loaded model")
     resolved = config.resolved()
     own_frames = resolved.task == "frames" and resolved.enabled
-    prepared = [_prepare_job(job, resolved.seed, own_frames or resolved.guard) for job in jobs]
-    for gaps in prepared:
-        for p in gaps:
-            p.case.to(loaded.device)
-    tiles = [job.tiles for job in jobs]
+    # Triplets cost a preparation each: only where the adaptation or the linear guard reads them.
+    prepared = [_prepare_job(job, resolved.seed, own_frames or (resolved.guard and job.tiles))
+                for job in jobs]
+    for job in prepared:
+        job.to(loaded.device)
     if own_frames:
-        return _fill_adapting_per_job(prepared, tiles, resolved, loaded.model, progress)
-    return _fill_per_gap(prepared, tiles, resolved, loaded.model, progress)
+        return _fill_adapting_per_job(prepared, resolved, loaded.model, progress)
+    return _fill_per_gap(prepared, resolved, loaded.model, progress)
 
 
-def _guarded(model: TTTModel, gaps: list[_Prepared], frames: list[list[torch.Tensor]],
-             config: TTTConfig, progress: Progress, name: str, tiles: bool) -> FillResult:
+def _guarded(model: TTTModel, job: _PreparedJob, frames: list[list[torch.Tensor]],
+             config: TTTConfig, progress: Progress, name: str) -> FillResult:
     """The model's frames, or linear blending where the checks say it does better (for jobs
-    whose gaps ``tiles`` the sequence; see the module docstring)."""
-    checks = gaps[0].case.checks if gaps else []
-    restored = [p.restore(f) for p, f in zip(gaps, frames, strict=True)]
-    if not (config.guard and checks and tiles):
+    whose gaps tile the sequence; see the module docstring)."""
+    restored = [p.restore(f) for p, f in zip(job.gaps, frames, strict=True)]
+    if not (config.guard and job.checks and job.tiles):
         return FillResult(restored, "model")
-    scores = {"model": held_in_psnr(model, checks), "linear": held_in_psnr(None, checks)}
+    scores = {"model": held_in_psnr(model, job.checks),
+              "linear": held_in_psnr(None, job.checks)}
     if scores["model"] < scores["linear"] + GUARD_MARGIN_DB:
         progress.update("guard", 1.0, f"{name}: the model is worse than linear blending on the "
                         f"sequence's own frames ({scores['model']:.2f} < {scores['linear']:.2f} "
                         "dB): linear blending used")
-        return FillResult([p.blend() for p in gaps], "linear (guard)", scores)
+        return FillResult([p.blend() for p in job.gaps], "linear (guard)", scores)
     return FillResult(restored, "model", scores)
 
 
-def _fill_adapting_per_job(prepared: list[list[_Prepared]], tiles: list[bool],
-                           config: TTTConfig, model: TTTModel,
+def _fill_adapting_per_job(prepared: list[_PreparedJob], config: TTTConfig, model: TTTModel,
                            progress: Progress) -> list[FillResult]:
-    """The ``frames`` task: one adaptation per job (its first gap's case carries the job's
-    triplets), then all its gaps with the model the scheme and guard leave."""
-    units = [gaps[0].case for gaps in prepared]
+    """The ``frames`` task: one adaptation per job (a case carrying the job's triplets), then
+    all its gaps with the model the scheme and guards leave."""
+    units = []
+    for job in prepared:
+        first = job.gaps[0].case
+        units.append(Case(first.i0, first.i1, first.times, first.bounds, job.triplets,
+                          job.checks))
     index = {id(case): k for k, case in enumerate(units)}
 
     def apply(adapted: TTTModel, case: Case) -> FillResult:
         k = index[id(case)]
-        frames = [predict(adapted, p.case) for p in prepared[k]]
-        return _guarded(adapted, prepared[k], frames, config, progress, f"sequence {k + 1}",
-                        tiles[k])
+        frames = [predict(adapted, p.case) for p in prepared[k].gaps]
+        return _guarded(adapted, prepared[k], frames, config, progress, f"sequence {k + 1}")
 
     return adapt_and_apply(model, units, config, apply, progress)
 
 
-def _fill_per_gap(prepared: list[list[_Prepared]], tiles: list[bool], config: TTTConfig,
-                  model: TTTModel, progress: Progress) -> list[FillResult]:
+def _fill_per_gap(prepared: list[_PreparedJob], config: TTTConfig, model: TTTModel,
+                  progress: Progress) -> list[FillResult]:
     """No TTT or a paper task: every gap is a case of its own; the guard compares the
     pretrained model with linear blending per job."""
-    flat = [p.case for gaps in prepared for p in gaps]
-    # The checks belong to the job's guard here, not to the per-gap consistency guard.
-    saved = [(c.triplets, c.checks) for c in flat]
-    for c in flat:
-        c.triplets, c.checks = [], []
-    frames = adapt_and_apply(model, flat, config, predict, progress)
-    for c, (triplets, checks) in zip(flat, saved, strict=True):
-        c.triplets, c.checks = triplets, checks
+    frames = adapt_and_apply(model, [p.case for job in prepared for p in job.gaps], config,
+                             predict, progress)
     results, start = [], 0
-    for k, gaps in enumerate(prepared):
-        results.append(_guarded(model, gaps, frames[start:start + len(gaps)], config, progress,
-                                f"sequence {k + 1}", tiles[k]))
-        start += len(gaps)
+    for k, job in enumerate(prepared):
+        results.append(_guarded(model, job, frames[start:start + len(job.gaps)], config,
+                                progress, f"sequence {k + 1}"))
+        start += len(job.gaps)
     return results
 
 
