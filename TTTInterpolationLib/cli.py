@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .config import (
@@ -210,6 +211,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = evaluation_settings(EvalSetting("linear blending", "linear"), args.ttt,
                                    [args.scheme], args.method, **_ttt_options(args))
     ctx = DistContext.from_env()  # under torchrun the cases are split across the processes
+    if args.predictions is not None:
+        _check_predictions_folder(args.predictions, ctx.enabled)
     progress = make_progress(args.progress if ctx.is_main else "none")
     all_cases = {p: _evaluation_cases(args, p, progress) for p in protocols}
     if ctx.is_main:
@@ -223,8 +226,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = sys.stderr if args.progress == "jsonl" else sys.stdout
     for k, (protocol, cases) in enumerate(all_cases.items()):
         sub = SubProgress(progress, k / len(protocols), (k + 1) / len(protocols))
+        written: list[list[str]] = [[""] * len(settings) for _ in cases]
+        sink = None
+        if args.predictions is not None:
+            sink = _prediction_writer(Path(args.predictions), protocol, cases, written)
         result = evaluate_rows(cases, settings, ctx, weights=args.weights, device=args.device,
-                               seed=args.seed, model=model, progress=sub)
+                               seed=args.seed, model=model, progress=sub, on_frames=sink)
         if result is None:  # not rank 0: rank 0 prints and writes the merged table
             continue
         rows, per_case = result
@@ -233,7 +240,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"frames\n{format_table(rows)}\n", file=out)
         reports.append({"protocol": protocol, "cases": [c.name for c in cases],
                         "pairs": [[list(p) for p in c.pairs] for c in cases],
-                        "table": rows, "per_case": per_case})
+                        "table": rows, "per_case": per_case,
+                        **({"predictions": written} if sink is not None else {})})
     if not ctx.is_main:
         return 0
     progress.update("done", 1.0, "evaluation finished")
@@ -249,6 +257,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "flow_resolution": args.flow_resolution,  # null: each model's own
             "protocols": reports})
     return 0
+
+
+def _check_predictions_folder(folder: str, distributed: bool) -> None:
+    """``--predictions``: a folder that can be made, in a single-process run."""
+    if distributed:
+        raise InputError("--predictions writes from one process: run it without torchrun")
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--predictions {folder} is a file; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the --predictions folder {folder}: {error}") from None
+
+
+def _prediction_writer(folder: Path, protocol: str, cases: Sequence[Any],
+                       written: list[list[str]]) -> Callable[[int, int, list[Any]], None]:
+    """``on_frames`` for ``evaluate --predictions``: one ``.seq.nrrd`` per case and setting,
+    at the hidden frames' index values; ``written[case][setting]`` records each path."""
+    from .fileio.volume_io import write_4d
+
+    def write(case: int, setting: int, frames: list[Any]) -> None:
+        path = folder / f"{protocol}-case{case:03d}-setting{setting:02d}.seq.nrrd"
+        write_4d(path, cases[case].hidden_sequence(frames))
+        written[case][setting] = str(path)
+
+    return write
 
 
 def cmd_upsample(args: argparse.Namespace) -> int:
@@ -449,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "'gamma=1.5,noise=0.03,bias=0.2' (Rician noise, seeded per case)")
     p.add_argument("--limit", type=int, default=None, help="only the first N cases of --cases")
     p.add_argument("--json", default=None, help="also write the results to this .json file")
+    p.add_argument("--predictions", default=None, metavar="DIR",
+                   help="also write every setting's predicted frames, per case, as .seq.nrrd "
+                   "files into this folder (created; the --json report lists them)")
     _add_model_options(p, many_tasks=True)
     p.set_defaults(func=cmd_evaluate)
     _add_evaluate_pairs_parser(sub)

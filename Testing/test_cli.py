@@ -168,6 +168,41 @@ def test_evaluate_table_and_json(phantom, tmp_path):
     assert row["n_frames"] == 6 and row["ttt"]["task"] == "rotation"
 
 
+def test_evaluate_writes_the_scored_frames_with_predictions(phantom, tmp_path):
+    """--predictions: each setting's frames of each case, at the hidden items' index values,
+    the very frames that were scored (re-scoring them gives the reported PSNR)."""
+    from TTTInterpolationLib.workflows.evaluation import score_frame
+    from TTTInterpolationLib.workflows.protocols import sequence_window
+
+    out, folder = tmp_path / "r.json", tmp_path / "frames"
+    res = run_cli("evaluate", phantom, "--frames", "0", "4", "--frames", "5", "8",
+                  "--device", "cpu", "--progress", "none", "--json", out,
+                  "--predictions", folder)
+    assert res.returncode == 0, res.stderr
+    (report,) = json.loads(out.read_text())["protocols"]
+    paths = report["predictions"]
+    assert len(paths) == 2 and all(len(p) == 2 for p in paths)
+    seq = read_4d(phantom)
+    window = sequence_window(seq.frames)
+    for case, hidden in enumerate(([1, 2, 3], [6, 7])):
+        for setting, path in enumerate(paths[case]):
+            written = read_4d(path)
+            assert written.index_values == pytest.approx([seq.index_values[h] for h in hidden])
+            assert written.geometry.spacing == pytest.approx(seq.geometry.spacing)
+            scores = [score_frame(f, seq.frames[h], window)["PSNR_seq"]
+                      for f, h in zip(written.frames, hidden, strict=True)]
+            label = report["table"][setting]["label"]
+            assert np.mean(scores) == pytest.approx(
+                report["per_case"][label][case]["PSNR_seq"], abs=1e-4)
+    linear = read_4d(paths[0][0]).frames[1]
+    np.testing.assert_allclose(linear, (seq.frames[0] + seq.frames[4]) / 2, atol=1e-4)
+    (tmp_path / "file").write_text("")
+    res = run_cli("evaluate", phantom, "--frames", "0", "4", "--method", "linear",
+                  "--predictions", tmp_path / "file")
+    assert res.returncode == 2 and "is a file" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
 def test_train_then_interpolate_with_the_checkpoint(tmp_path):
     data = tmp_path / "pairs"
     res = run_cli("phantom", "--pairs", "2", "--size", *map(str, SIZE), "-o", data)

@@ -311,6 +311,17 @@ def test_training_on_sequences_resumes_exactly_and_writes_its_files(tmp_path):
     assert (tmp_path / "b.optim.pt").is_file()
 
 
+def test_a_resumed_run_trains_at_the_learning_rate_it_is_given(tmp_path):
+    cases = _write_case_list(tmp_path, 1)
+    base = dict(cases=cases, out=str(tmp_path / "m.safetensors"), steps_per_epoch=1, batch=1,
+                size=SIZE, precision="fp32", device="cpu")
+    train_sequences(SequenceTrainOptions(epochs=1, lr=1e-3, **base), log=lambda m: None)
+    train_sequences(SequenceTrainOptions(epochs=2, lr=1e-5, resume=True, **base),
+                    log=lambda m: None)
+    state = torch.load(tmp_path / "m.optim.pt", weights_only=True)["optimizer"]
+    assert [g["lr"] for g in state["param_groups"]] == pytest.approx([1e-6, 1e-5])
+
+
 def test_training_from_a_uvinet_checkpoint_keeps_its_flow_weights(tmp_path):
     cases = _write_case_list(tmp_path, 1)
     torch.manual_seed(1)

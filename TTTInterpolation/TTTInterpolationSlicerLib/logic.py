@@ -44,7 +44,6 @@ from .worker import (
     engine_environment,
     evaluate_arguments,
     find_python,
-    interpolate_arguments,
     sequence_arguments,
 )
 
@@ -543,12 +542,27 @@ class EvaluationResult:
         seq.show_side_by_side(self.truthSequence.GetScene(), proxies)
 
 
+def checked_row(setting: EvaluationSetting, row: dict[str, Any]) -> dict[str, Any]:
+    """The engine's table row for ``setting``, checked to be that setting's and complete."""
+    task = (row.get("ttt") or {}).get("task", "none")
+    if setting.method is Method.LINEAR:
+        task = "none"  # the engine's linear row carries no TTT settings
+    if row.get("method") != setting.method.value or task != setting.ttt.value:
+        raise EngineError(f"the engine's row '{row.get('label')}' does not match the "
+                          f"setting '{setting.label}'")
+    missing = [k for k, _ in EVALUATION_METRICS if k not in row or k + "_std" not in row]
+    if missing or "seconds_per_case" not in row:
+        raise EngineError(f"the engine's row '{row.get('label')}' lacks {missing}")
+    return row
+
+
 class EvaluationRun(EngineRun):
     """Hide the frames between A and B, predict them with every setting, score them, show them.
 
-    The engine's ``evaluate`` computes the scores (the published metrics, in the engine's
-    own normalisation); one ``interpolate`` per setting, at the hidden frames' times,
-    produces the frames shown (the same seed and settings, so the same predictions).
+    One engine process (``evaluate --predictions``): the scores (the published metrics, in
+    the engine's own normalisation) and the very frames they were computed on, every setting
+    in one run, so the TTT scheme carries from setting to setting as it does on the command
+    line.
     """
 
     def __init__(self, scene: slicer.vtkMRMLScene,
@@ -574,77 +588,58 @@ class EvaluationRun(EngineRun):
         va, vb = self._values[frameA], self._values[frameB]
         if not vb > va:
             raise ValueError("frame B must have a larger index value than frame A")
-        self.times = [(self._values[i] - va) / (vb - va) for i in self.hidden]
         self.settings = evaluation_settings(tasks)
         evaluate_options = dataclasses.replace(self.options, method=Method.UVINET)
         tttTasks = [s.ttt for s in self.settings if s.ttt is not TTTTask.NONE]
-        self.steps = [EngineStep("scoring", self._scoreArguments(tttTasks, evaluate_options),
-                                 self._collectScores, weight=len(self.settings))]
-        self.steps += [EngineStep(f"frames of {s.label}", self._predictArguments(s),
-                                  self._predictionCollector(s)) for s in self.settings]
+        self.steps = [EngineStep("scoring", self._arguments(tttTasks, evaluate_options),
+                                 self._collect)]
         self._report_data: dict[str, Any] = {}
         self._scores: dict[EvaluationSetting, dict[str, Any]] = {}
         self._frames: dict[EvaluationSetting, list[tuple[slicer.vtkMRMLScalarVolumeNode,
                                                          slicer.vtkMRMLScalarVolumeNode]]] = {}
 
-    def _scoreArguments(self, tasks: Sequence[TTTTask],
-                        options: EngineOptions) -> Callable[[Path], list[str]]:
+    def _arguments(self, tasks: Sequence[TTTTask],
+                   options: EngineOptions) -> Callable[[Path], list[str]]:
         def arguments(folder: Path) -> list[str]:
             path = folder / "frames.seq.nrrd"
             seq.write_sequence_file(self.inputSequence, range(self.frameA, self.frameB + 1),
                                     path)
             last = self.frameB - self.frameA
-            return evaluate_arguments(path, (0, last), tasks, folder / "scores.json", options)
+            return evaluate_arguments(path, (0, last), tasks, folder / "scores.json", options,
+                                      predictions=folder / "predictions")
         return arguments
 
-    def _collectScores(self, folder: Path) -> None:
+    def _collect(self, folder: Path) -> None:
         try:
             report = json.loads((folder / "scores.json").read_text(encoding="utf-8"))
-            rows = report["protocols"][0]["table"]
+            protocol = report["protocols"][0]
+            rows, (paths,) = protocol["table"], protocol["predictions"]
         except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
             raise EngineError(f"the engine's evaluation report is unreadable: {error}") from error
-        if len(rows) != len(self.settings):
+        if len(rows) != len(self.settings) or len(paths) != len(self.settings):
             raise EngineError(f"the engine scored {len(rows)} settings, expected "
                               f"{len(self.settings)}")
-        for setting, row in zip(self.settings, rows, strict=True):
-            task = (row.get("ttt") or {}).get("task", "none")
-            if setting.method is Method.LINEAR:
-                task = "none"  # the engine's linear row carries no TTT settings
-            if row.get("method") != setting.method.value or task != setting.ttt.value:
-                raise EngineError(f"the engine's row '{row.get('label')}' does not match the "
-                                  f"setting '{setting.label}'")
-            missing = [k for k, _ in EVALUATION_METRICS if k not in row or k + "_std" not in row]
-            if missing or "seconds_per_case" not in row:
-                raise EngineError(f"the engine's row '{row.get('label')}' lacks {missing}")
-            self._scores[setting] = row
+        for setting, row, path in zip(self.settings, rows, paths, strict=True):
+            self._scores[setting] = checked_row(setting, row)
+            self._frames[setting] = self._readFrames(
+                setting, folder / "predictions" / Path(path).name)
         self._report_data = report
 
-    def _predictArguments(self, setting: EvaluationSetting) -> Callable[[Path], list[str]]:
-        options = dataclasses.replace(self.options, method=setting.method, ttt=setting.ttt)
-
-        def arguments(folder: Path) -> list[str]:
-            frameA, frameB = folder / "frameA.nrrd", folder / "frameB.nrrd"
-            seq.write_volume(seq.frame_volume(self.inputSequence, self.frameA), frameA)
-            seq.write_volume(seq.frame_volume(self.inputSequence, self.frameB), frameB)
-            return interpolate_arguments(frameA, frameB, self.times,
-                                         folder / "predicted.seq.nrrd", options)
-        return arguments
-
-    def _predictionCollector(self, setting: EvaluationSetting) -> Callable[[Path], None]:
-        def collect(folder: Path) -> None:
-            reference = seq.frame_volume(self.inputSequence, self.frameA)
-            predicted = read_predictions(folder / "predicted.seq.nrrd", self.times, reference)
-            name = self.inputSequence.GetName()
-            pairs = []
-            for item, (_, volume) in zip(self.hidden, predicted, strict=True):
-                truth = seq.array_ijk(seq.frame_volume(self.inputSequence, item))
-                error = np.abs(seq.array_ijk(volume).astype(np.float32)
-                               - truth.astype(np.float32))
-                pairs.append((conformed(volume, reference, f"{name} {setting.label} {item}"),
-                              seq.volume_from_array(error, seq.ijk_to_ras(reference),
-                                                    f"{name} {setting.label} error {item}")))
-            self._frames[setting] = pairs
-        return collect
+    def _readFrames(self, setting: EvaluationSetting, path: Path
+                    ) -> list[tuple[slicer.vtkMRMLScalarVolumeNode,
+                                    slicer.vtkMRMLScalarVolumeNode]]:
+        """A setting's predicted frames and their absolute error against the hidden frames."""
+        reference = seq.frame_volume(self.inputSequence, self.frameA)
+        predicted = read_predictions(path, [self._values[i] for i in self.hidden], reference)
+        name = self.inputSequence.GetName()
+        pairs = []
+        for item, (_, volume) in zip(self.hidden, predicted, strict=True):
+            truth = seq.array_ijk(seq.frame_volume(self.inputSequence, item))
+            error = np.abs(seq.array_ijk(volume).astype(np.float32) - truth.astype(np.float32))
+            pairs.append((conformed(volume, reference, f"{name} {setting.label} {item}"),
+                          seq.volume_from_array(error, seq.ijk_to_ras(reference),
+                                                f"{name} {setting.label} error {item}")))
+        return pairs
 
     def _discard(self) -> None:
         self._frames = {}

@@ -189,13 +189,14 @@ def sequence_arguments(sequence_file: Path, output: Path, options: EngineOptions
 
 def evaluate_arguments(sequence_file: Path, frames: tuple[int, int],
                        tasks: Sequence[TTTTask], output_json: Path,
-                       options: EngineOptions) -> list[str]:
+                       options: EngineOptions, predictions: Path | None = None) -> list[str]:
     """Arguments of the engine's ``evaluate`` for one pair of frames of a sequence file.
 
     The engine hides the frames between ``frames``, predicts them with linear blending,
     UVI-Net and UVI-Net + each of ``tasks`` (in that order, one table row each) and writes
-    the rows to ``output_json``. ``options.method`` and ``options.ttt`` are not used: an
-    evaluation always compares all of these.
+    the rows to ``output_json``; with ``predictions`` (a folder) also each setting's frames,
+    listed in the report. ``options.method`` and ``options.ttt`` are not used: an evaluation
+    always compares all of these.
     """
     a, b = frames
     if not b - a >= 2:
@@ -203,7 +204,8 @@ def evaluate_arguments(sequence_file: Path, frames: tuple[int, int],
                          "the frames between them are the ones hidden and predicted")
     return ["evaluate", str(sequence_file), "--frames", str(a), str(b), "--method", "uvinet",
             "--ttt", *dict.fromkeys(t.value for t in tasks or [TTTTask.NONE]),
-            *options.shared_arguments(), "--progress", "jsonl", "--json", str(output_json)]
+            *options.shared_arguments(), "--progress", "jsonl", "--json", str(output_json),
+            *(["--predictions", str(predictions)] if predictions is not None else [])]
 
 
 def find_python() -> str:

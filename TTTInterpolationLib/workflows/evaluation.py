@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,15 +71,23 @@ def evaluate_sequence(seq: Sequence4D | CheckedRequest, pairs: Sequence[tuple[in
     return evaluate_cases(cases, settings, **options)
 
 
+#: ``on_frames(case_index, setting_index, frames)``: a case's predicted frames under one
+#: setting, in the input's units and on its grid, in the order of ``EvalCase.hidden``.
+FramesSink = Callable[[int, int, list[np.ndarray]], None]
+
+
 def evaluate_cases(cases: Sequence[EvalCase], settings: Sequence[EvalSetting], *,
                    weights: str | os.PathLike | None = None, device: str = "auto",
                    seed: int = 0, model: LoadedModel | None = None,
-                   progress: Progress | None = None) -> Evaluation:
+                   progress: Progress | None = None,
+                   on_frames: FramesSink | None = None) -> Evaluation:
     """Predict every case's hidden frames with every setting and score them (:func:`score_frame`).
 
     TTT schemes run across the cases in the given order. One row per setting with means and
     standard deviations over all predicted frames, ``n_frames``, ``n_cases`` and
-    ``seconds_per_case``; ``per_case`` holds each case's means.
+    ``seconds_per_case``; ``per_case`` holds each case's means. ``on_frames`` receives the
+    scored frames themselves (``evaluate --predictions`` writes them: the frames a user is
+    shown are the frames that were scored, from the same process).
     """
     progress = progress or NullProgress()
     for setting in settings:
@@ -96,6 +104,9 @@ def evaluate_cases(cases: Sequence[EvalCase], settings: Sequence[EvalSetting], *
         results = fill(jobs, setting.method, setting.ttt, loaded, sub)
         seconds = (time.perf_counter() - start) / len(cases)
         predicted = [[f for gap in r.frames for f in gap] for r in results]
+        if on_frames is not None:
+            for c, frames in enumerate(predicted):
+                on_frames(c, k, frames)
         per_case = [[score_frame(p, g, c.window) for p, g in zip(preds, gts, strict=True)]
                     for c, preds, gts in zip(cases, predicted, truths, strict=True)]
         scores = [s for case_scores in per_case for s in case_scores]

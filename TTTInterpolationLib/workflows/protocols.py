@@ -53,6 +53,18 @@ class EvalCase:
         """Every hidden frame number, in gap order (the order of ``truths`` flattened)."""
         return [h for g in self.gaps for h in g.hidden]
 
+    def hidden_values(self) -> list[float]:
+        """Index values of the hidden frames (order of :attr:`hidden`), from their gaps' ends."""
+        values = self.visible.index_values or []
+        return [values[g.a] + t * (values[g.b] - values[g.a]) for g in self.gaps for t in g.times]
+
+    def hidden_sequence(self, frames: Sequence[np.ndarray]) -> Sequence4D:
+        """``frames`` (one per hidden frame) as a sequence at the hidden frames' index values,
+        on the case's geometry."""
+        return Sequence4D(np.stack(frames).astype(np.float32), self.visible.geometry,
+                          self.hidden_values(), self.visible.index_name,
+                          self.visible.index_unit)
+
     @property
     def a(self) -> int:
         """Frame number of the first gap's start (the pair of a one-gap case)."""

@@ -195,15 +195,18 @@ def train_sequences(options: SequenceTrainOptions,
     net = model.uvinet
     flow = set(map(id, net.flow.parameters()))
     others = [p for p in net.parameters() if id(p) not in flow]
-    optimizer = torch.optim.Adam([{"params": list(net.flow.parameters()),
-                                   "lr": options.lr * FLOW_LR_FACTOR},
-                                  {"params": others, "lr": options.lr}])
+    flow_lr, lr = _rates(options.lr)
+    optimizer = torch.optim.Adam([{"params": list(net.flow.parameters()), "lr": flow_lr},
+                                  {"params": others, "lr": lr}])
     history: list[dict[str, Any]] = []
     if options.resume:
         state = torch.load(optimizer_path(options.out), map_location=device, weights_only=True)
         if state.get("format") != OPTIMIZER_FORMAT:
             raise InputError(f"{optimizer_path(options.out)} is not a sequence-training state")
         optimizer.load_state_dict(state["optimizer"])
+        # Adam's state restores the saved rates; a resumed run may lower them (``--lr``).
+        for group, lr in zip(optimizer.param_groups, _rates(options.lr), strict=True):
+            group["lr"] = lr
         history = json.loads(history_path(options.out).read_text())
     sampler = TripletSampler(read_sequences(options.cases), options.size)
     log(f"{len(sampler.sequences)} sequences, {options.steps_per_epoch} steps of "
@@ -231,6 +234,11 @@ def train_sequences(options: SequenceTrainOptions,
         _save(model, optimizer, history, options, info)
         log(json.dumps(record))
     return history
+
+
+def _rates(lr: float) -> tuple[float, float]:
+    """Learning rates of the optimiser's groups: the flow network's, everything else's."""
+    return lr * FLOW_LR_FACTOR, lr
 
 
 def _save(model: TTTModel, optimizer: torch.optim.Optimizer, history: list[dict[str, Any]],
