@@ -482,6 +482,7 @@ class TTTInterpolationLogic(ScriptedLoadableModuleLogic):
         problem = loadProblem()
         if problem:
             raise RuntimeError(problem)
+        dependencies.ensure_all()  # the console API too: asks once, before any process starts
         return dict(python=worker.find_python(), tempParent=slicer.app.temporaryPath)
 
     def createRun(self, sequenceNode: vtkMRMLSequenceNode, *args, **kwargs) -> EngineRun:

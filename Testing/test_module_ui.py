@@ -203,3 +203,13 @@ def test_slicer_widget_shows_time_and_engine_log() -> None:
     assert "logic.describe_timing(run.elapsed, run.remaining)" in state
     assert "self.ui.engineLogTextEdit.setPlainText(log)" in state
     assert "self.showRunState" in calls_in_order(method("TTTInterpolationWidget", "onProgress"))
+
+
+def test_slicer_console_runs_check_the_dependencies_before_an_engine_process() -> None:
+    """``logic.interpolate`` / ``logic.evaluate`` from the console go through ``_context``
+    (as Apply does), which asks for missing packages before any run is created."""
+    context = calls_in_order(method("TTTInterpolationLogic", "_context"))
+    assert context.index("dependencies.ensure_all") < context.index("worker.find_python")
+    for name in ("createRun", "createEvaluation"):
+        assert "self._context" in calls_in_order(method("TTTInterpolationLogic", name))
+

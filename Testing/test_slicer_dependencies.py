@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -38,7 +39,7 @@ def test_slicer_requirements_are_engine_dependencies_pip_may_install() -> None:
     names = {Requirement(r).name.lower() for r in requirements}
     assert names <= engine, f"not engine dependencies: {names - engine}"
     assert not names & dependencies.PROTECTED_PACKAGES
-    assert "psutil" in names  # the worker's process-tree cancel needs it in Slicer's Python
+    assert "psutil" not in names  # cancel ends process groups with the standard library
     assert dependencies.missing_requirements(requirements) == []  # all installed here
 
 
@@ -92,7 +93,9 @@ def test_slicer_device_probe_survives_a_broken_torch(tmp_path: Path, body: str) 
     assert "could not be loaded" in info.describe()
 
 
-def test_slicer_device_probe_gives_up_on_a_hanging_torch(tmp_path: Path) -> None:
+def test_slicer_device_probe_gives_up_on_a_hanging_torch(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psutil", None)  # Slicer does not ship it
     env = fake_torch(tmp_path, "import time\ntime.sleep(60)")
     probe = dependencies.DeviceProbe(sys.executable, timeout=1.0, env=env)
     started = time.monotonic()
@@ -255,3 +258,91 @@ def test_slicer_module_loads_on_python39_far_enough_to_explain() -> None:
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert "needs 3D Slicer 5.10 or newer; this is Slicer 5.8" in result.stdout
+
+
+STAND_IN_SLICER = '''
+import json, os
+def _log(*call):
+    with open(os.environ["CALLS"], "a") as f:
+        f.write(json.dumps(call) + "\\n")
+class util:
+    @staticmethod
+    def confirmOkCancelDisplay(text, title):
+        _log("confirm", text)
+        return os.environ["ANSWER"] == "yes"
+    @staticmethod
+    def pip_install(packages):
+        _log("pip_install", packages)
+    @staticmethod
+    def showStatusMessage(text):
+        _log("status", text)
+class app:
+    @staticmethod
+    def processEvents():
+        pass
+'''
+
+STAND_IN_PYTORCH_UTILS = '''
+import json, os
+class PyTorchUtilsLogic:
+    def installTorch(self, askConfirmation, torchVersionRequirement):
+        with open(os.environ["CALLS"], "a") as f:
+            f.write(json.dumps(["installTorch", askConfirmation, torchVersionRequirement]) + "\\n")
+        return object()
+'''
+
+
+def run_ensure_all(tmp_path: Path, requirements: list[str], torch_requirement: str,
+                   answer: str = "yes", extension: bool = True) -> tuple[str, list[list]]:
+    """``ensure_all`` in a real interpreter whose ``slicer`` and ``PyTorchUtils`` are
+    stand-ins that record each call (Slicer itself cannot run here)."""
+    stubs = tmp_path / "stubs"
+    (stubs / "slicer").mkdir(parents=True)
+    (stubs / "slicer" / "__init__.py").write_text(STAND_IN_SLICER)
+    if extension:
+        (stubs / "PyTorchUtils.py").write_text(STAND_IN_PYTORCH_UTILS)
+    calls = tmp_path / "calls.jsonl"
+    code = (f"import sys; sys.path[:0] = [{str(stubs)!r}, {str(MODULE_DIR)!r}]\n"
+            "from TTTInterpolationSlicerLib import dependencies\n"
+            "try:\n"
+            f"    dependencies.ensure_all({requirements!r}, {torch_requirement!r})\n"
+            "    print('ok')\n"
+            "except dependencies.DependencyError as error:\n"
+            "    print('refused:', error)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "CALLS": str(calls),
+                                             "ANSWER": answer})
+    assert result.returncode == 0, result.stderr
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    return result.stdout.strip(), [json.loads(line) for line in lines]
+
+
+def test_slicer_install_asks_once_for_everything_then_installs(tmp_path: Path) -> None:
+    out, calls = run_ensure_all(tmp_path, ["tttinterpolation-no-such-package"], "torch>=99")
+    assert out == "ok"
+    kinds = [c[0] for c in calls if c[0] != "status"]
+    assert kinds == ["confirm", "pip_install", "installTorch"]
+    question = calls[0][1]
+    assert "tttinterpolation-no-such-package" in question and "PyTorch" in question
+    assert ["pip_install", ["tttinterpolation-no-such-package"]] in calls
+    assert ["installTorch", False, ">=99"] in calls  # no second question from the extension
+    assert any(c[0] == "status" and "PyTorch" in c[1] for c in calls)
+
+
+def test_slicer_install_checks_the_pytorch_extension_before_anything(tmp_path: Path) -> None:
+    out, calls = run_ensure_all(tmp_path, ["tttinterpolation-no-such-package"], "torch>=99",
+                                extension=False)
+    assert out.startswith("refused:") and "Extensions Manager" in out
+    assert calls == []  # nothing asked, nothing installed
+
+
+def test_slicer_install_declined_installs_nothing(tmp_path: Path) -> None:
+    out, calls = run_ensure_all(tmp_path, ["tttinterpolation-no-such-package"], "torch>=2.1",
+                                answer="no")
+    assert out.startswith("refused:") and "tttinterpolation-no-such-package" in out
+    assert [c[0] for c in calls] == ["confirm"]
+
+
+def test_slicer_install_with_everything_there_asks_nothing(tmp_path: Path) -> None:
+    out, calls = run_ensure_all(tmp_path, ["numpy"], "torch>=2.1")
+    assert (out, calls) == ("ok", [])

@@ -198,8 +198,10 @@ def test_worker_reports_a_killed_engine_as_failure(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.name != "posix", reason="the launcher stand-in is a POSIX shell script")
-def test_worker_cancel_kills_the_whole_process_tree(tmp_path: Path) -> None:
-    """Like PythonSlicer, a launcher starts the interpreter as its child: both must go."""
+def test_worker_cancel_kills_the_whole_process_tree(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like PythonSlicer, a launcher starts the interpreter as its child: both must go,
+    without psutil (Slicer does not ship it; the tests use it only to look)."""
     launcher = tmp_path / "launcher.sh"
     launcher.write_text(f'#!/bin/sh\n"{sys.executable}" "$@"\nexit $?\n')
     launcher.chmod(0o755)
@@ -213,7 +215,9 @@ def test_worker_cancel_kills_the_whole_process_tree(tmp_path: Path) -> None:
     tree = [psutil.Process(job.pid), *psutil.Process(job.pid).children(recursive=True)]
     assert len(tree) >= 2, "the launcher should run the engine as a child process"
 
-    job.cancel()
+    with monkeypatch.context() as without_psutil:
+        without_psutil.setitem(sys.modules, "psutil", None)
+        job.cancel()
 
     assert job.state is JobState.CANCELLED
     assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

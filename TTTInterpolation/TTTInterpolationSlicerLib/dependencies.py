@@ -23,8 +23,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .worker import Device, engine_environment, kill_process_tree
+from .worker import Device, engine_environment, kill_process_tree, own_process_group
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
 TORCH_REQUIREMENT = "torch>=2.1"
@@ -225,27 +226,27 @@ class DeviceProbe:
                 [self.python, "-c", DEVICE_PROBE_CODE], stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
                 errors="replace", env=self.env if self.env is not None else engine_environment(),
-                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+                **own_process_group())
         except Exception as error:  # no interpreter, no permission, ...
             self.result = DeviceInfo(error=f"{type(error).__name__}: {error}")
         self._started = time.monotonic()
 
     def poll(self) -> DeviceInfo | None:
-        """The result once the probe ended (``None`` while it runs)."""
+        """The result once the probe ended (``None`` while it runs). Never raises: the GUI
+        polls it from a timer, which must stop at the first result whatever happened."""
         if self.result is not None or self._process is None:
             return self.result
-        if self._process.poll() is None:
-            if time.monotonic() - self._started < self.timeout:
-                return None
-            kill_process_tree(self._process.pid)
-            self.result = DeviceInfo(error=f"the device check took over {self.timeout:g} s")
-            return self.result
         try:
+            if self._process.poll() is None:
+                if time.monotonic() - self._started < self.timeout:
+                    return None
+                self.result = DeviceInfo(error=f"the device check took over {self.timeout:g} s")
+                kill_process_tree(self._process)
+                return self.result
             stdout, stderr = self._process.communicate(timeout=5)
+            self.result = parse_device_probe(stdout, stderr, self._process.returncode)
         except Exception as error:
-            self.result = DeviceInfo(error=f"{type(error).__name__}: {error}")
-            return self.result
-        self.result = parse_device_probe(stdout, stderr, self._process.returncode)
+            self.result = self.result or DeviceInfo(error=f"{type(error).__name__}: {error}")
         return self.result
 
     @property
@@ -263,7 +264,7 @@ class DeviceProbe:
     def cancel(self) -> None:
         if self.result is None and self._process is not None:
             with contextlib.suppress(Exception):
-                kill_process_tree(self._process.pid)
+                kill_process_tree(self._process)
             self.result = DeviceInfo(error="the device check was stopped")
 
 
@@ -281,54 +282,77 @@ def parse_device_probe(stdout: str, stderr: str, returncode: int | None) -> Devi
     return DeviceInfo(error=f"the device check exited with code {returncode}: {detail}")
 
 
-def ensure_torch() -> None:
-    """Make a fitting torch importable through the PyTorch extension, asking first (Slicer only).
+@dataclass(frozen=True)
+class InstallPlan:
+    """What the first run still needs: pip packages, and torch (its problem, or ``None``)."""
 
-    A missing torch is installed; one outside :data:`TORCH_REQUIREMENT` is upgraded the same
-    way (the PyTorch extension passes the requirement to its installer). pip never does it.
-    """
-    problem = torch_problem()
-    if problem is None:
-        return
-    try:
-        import PyTorchUtils
-    except ImportError as error:
-        raise DependencyError(f"{problem}. {PYTORCH_EXTENSION_MISSING}") from error
-    version = TORCH_REQUIREMENT[len("torch"):]
-    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
-                                                          torchVersionRequirement=version)
-    if torch is None:
-        raise DependencyError(f"{problem}, and PyTorch was not installed, so the "
-                              "interpolation cannot run.")
+    packages: list[str]
+    torch: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.packages and self.torch is None
+
+    def question(self) -> str:
+        """The one confirmation asked before anything is installed."""
+        lines = [*self.packages]
+        if self.torch is not None:
+            lines.append(f"PyTorch ({TORCH_REQUIREMENT}), through the PyTorch extension")
+        return ("TTT Interpolation needs these Python packages, which will be downloaded and "
+                "installed now (this may take several minutes; Slicer stays busy meanwhile):"
+                "\n\n" + "\n".join(lines))
 
 
-def ensure_packages(requirements: Sequence[str] | None = None) -> None:
-    """Install the missing engine packages with pip after the user agreed (Slicer only).
-
-    Slicer 5.12+ has ``slicer.packaging.pip_ensure`` with its own dialog and restart advice;
-    older versions get a confirmation box and ``slicer.util.pip_install``.
-    """
+def install_plan(requirements: Sequence[str] | None = None,
+                 torch_requirement: str = TORCH_REQUIREMENT) -> InstallPlan:
+    """The missing pip packages and the torch problem, checked without importing either."""
     requirements = read_requirements() if requirements is None else list(requirements)
-    missing = installable(missing_requirements(requirements))
-    if not missing:
+    return InstallPlan(installable(missing_requirements(requirements)),
+                       torch_problem(torch_requirement))
+
+
+def ensure_all(requirements: Sequence[str] | None = None,
+               torch_requirement: str = TORCH_REQUIREMENT) -> None:
+    """Everything a run needs, asked for once (Slicer only; the GUI's Apply and the console
+    API both call it before an engine process starts).
+
+    The PyTorch extension is checked first, so nothing is installed when torch could not
+    follow; then one confirmation lists everything; then pip installs the packages and the
+    PyTorch extension installs torch (pip never does: it would pick the wrong build), with
+    the status bar saying what is happening. ``DependencyError`` when the user declines or
+    something cannot be installed.
+    """
+    plan = install_plan(requirements, torch_requirement)
+    if plan.empty:
         return
+    torch_installer = None
+    if plan.torch is not None:
+        try:
+            import PyTorchUtils
+        except ImportError as error:
+            raise DependencyError(f"{plan.torch}. {PYTORCH_EXTENSION_MISSING}") from error
+        torch_installer = PyTorchUtils.PyTorchUtilsLogic()
     import slicer
 
-    try:
-        import slicer.packaging as packaging
-    except ImportError:
-        packaging = None
-    if packaging is not None:
-        packaging.pip_ensure(missing, requester="TTT Interpolation")
-        return
-    if not slicer.util.confirmOkCancelDisplay(
-            "TTT Interpolation needs these Python packages, which will be downloaded and "
-            f"installed now:\n\n{chr(10).join(missing)}", "Install Python packages"):
-        raise DependencyError(f"missing Python packages: {', '.join(missing)}")
-    slicer.util.pip_install(missing)
+    if not slicer.util.confirmOkCancelDisplay(plan.question(), "Install Python packages"):
+        missing = [*plan.packages, *(["torch"] if plan.torch else [])]
+        raise DependencyError(f"not installed: {', '.join(missing)}; the engine cannot run "
+                              "without them")
+    if plan.packages:
+        _status(slicer, f"Installing {', '.join(plan.packages)}...")
+        slicer.util.pip_install(plan.packages)
+    if torch_installer is not None:
+        _status(slicer, "Installing PyTorch (a large download)...")
+        version = torch_requirement[len("torch"):]
+        torch = torch_installer.installTorch(askConfirmation=False,
+                                             torchVersionRequirement=version)
+        if torch is None:
+            raise DependencyError(f"{plan.torch}, and PyTorch was not installed, so the "
+                                  "interpolation cannot run.")
+    _status(slicer, "Python packages installed")
 
 
-def ensure_all() -> None:
-    """Everything the first run needs: pip packages (psutil included), then torch."""
-    ensure_packages()
-    ensure_torch()
+def _status(slicer: Any, text: str) -> None:
+    """Show ``text`` in Slicer's status bar now (the installs block the event loop)."""
+    slicer.util.showStatusMessage(text)
+    slicer.app.processEvents()

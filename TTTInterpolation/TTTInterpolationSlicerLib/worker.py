@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 ENGINE_PACKAGE = "TTTInterpolationLib"
 INPUT_ERROR_EXIT_CODE = 2  # the engine's "bad input, one line on stderr" exit code
@@ -349,8 +349,7 @@ class EngineJob:
         self._process = subprocess.Popen(
             self.command, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
-            errors="replace", bufsize=1,
-            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+            errors="replace", bufsize=1, **own_process_group(),
         )
         self.state = JobState.RUNNING
         self._readers = [
@@ -455,7 +454,7 @@ class EngineJob:
         if self.state is not JobState.RUNNING or self._process is None:
             return
         deadline = time.monotonic() + timeout
-        kill_process_tree(self._process.pid, timeout)
+        kill_process_tree(self._process, timeout)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._process.wait(max(0.0, deadline - time.monotonic()))
         for reader in self._readers:
@@ -465,26 +464,50 @@ class EngineJob:
         self.state = JobState.CANCELLED
 
 
-def kill_process_tree(pid: int, timeout: float = CANCEL_TIMEOUT) -> None:
-    """Terminate ``pid`` and all its descendants, kill the ones that ignore it; ``timeout`` in all.
+def own_process_group() -> dict[str, Any]:
+    """``Popen`` options that start a child in a process group of its own, window-less.
 
-    Half the time is the grace period after the polite terminate, the rest is for the kill.
-    psutil is imported here, not at the top, so the module loads in a Slicer that does not
-    have it yet (the module offers to install it before the first run).
+    :func:`kill_process_tree` then ends the child and everything it started by signalling
+    the group, with the standard library alone (Slicer does not ship psutil).
     """
-    import psutil
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NO_WINDOW
+                | subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
 
+
+def kill_process_tree(process: subprocess.Popen, timeout: float = CANCEL_TIMEOUT) -> None:
+    """End ``process`` (started with :func:`own_process_group`) and all its descendants.
+
+    POSIX: SIGTERM to the group, half of ``timeout`` for a polite exit, then SIGKILL to
+    whatever is left of the group, and the rest of ``timeout`` for it to disappear. Windows:
+    ``taskkill /T /F`` ends the tree. A process that left the group on purpose (``setsid``)
+    is out of reach, as it is for any tree walk once it is re-parented.
+    """
     deadline = time.monotonic() + timeout
-    try:
-        parent = psutil.Process(pid)
-        processes = [*parent.children(recursive=True), parent]
-    except psutil.NoSuchProcess:
+    if os.name == "nt":
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)],
+                           capture_output=True, timeout=timeout,
+                           creationflags=subprocess.CREATE_NO_WINDOW)
         return
-    for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.terminate()
-    _, alive = psutil.wait_procs(processes, timeout=timeout / 2)
-    for process in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
-    psutil.wait_procs(alive, timeout=max(0.0, deadline - time.monotonic()))
+    import signal
+
+    group = process.pid  # the leader's pid; it is not reused while we have not reaped it
+    _signal_group(group, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout / 2)
+    _signal_group(group, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(max(0.0, deadline - time.monotonic()))
+    while time.monotonic() < deadline and _signal_group(group, 0):
+        time.sleep(0.01)  # members not ours to reap: init collects them within moments
+
+
+def _signal_group(group: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``group``; whether any member was there to receive it."""
+    try:
+        os.killpg(group, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
