@@ -25,8 +25,6 @@ import slicer
 import vtk
 from slicer import vtkMRMLSequenceNode
 from slicer.parameterNodeWrapper import (
-    Decimals,
-    SingleStep,
     WithinRange,
     parameterNodeWrapper,
 )
@@ -40,7 +38,16 @@ from slicer.util import VTKObservationMixin
 
 from TTTInterpolationSlicerLib import dependencies, logic, sequences, worker
 from TTTInterpolationSlicerLib.logic import EngineRun, EvaluationResult, Mode
-from TTTInterpolationSlicerLib.worker import Device, JobState, Method, Scheme, TTTTask
+from TTTInterpolationSlicerLib.worker import (
+    Device,
+    EngineOptions,
+    JobState,
+    Method,
+    Scheme,
+    TTTTask,
+)
+
+ENGINE_DEFAULTS = EngineOptions()  # the engine's defaults for every setting of the panel
 
 HELP_TEXT = """
 Creates new time frames of a 4D sequence (cine MRI, 4D CT) between existing ones with
@@ -137,16 +144,18 @@ class TTTInterpolationParameterNode:
     frameB: Annotated[int, WithinRange(0, 100000)] = 1
     numberOfFrames: Annotated[int, WithinRange(1, 99)] = 3
     upsampleFactor: Annotated[int, WithinRange(2, 16)] = 2
-    ttt: TTTTask = TTTTask.NONE
-    scheme: Scheme = Scheme.ONLINE
-    steps: Annotated[int, WithinRange(0, 10000)] = 10
-    method: Method = Method.UVINET
+    # Defaults are the engine's (its contract, through worker.EngineOptions).
+    ttt: TTTTask = ENGINE_DEFAULTS.ttt
+    scheme: Scheme = ENGINE_DEFAULTS.scheme
+    steps: Annotated[int, WithinRange(0, 10000)] = ENGINE_DEFAULTS.steps
+    method: Method = ENGINE_DEFAULTS.method
     # 0 shows as "task default": the engine picks the published rate of the chosen task.
-    learningRate: Annotated[float, WithinRange(0.0, 0.1), Decimals(6), SingleStep(1e-5)] = 0.0
+    # Its decimals and step size are set in the .ui (a QDoubleSpinBox reads no annotation).
+    learningRate: Annotated[float, WithinRange(0.0, 0.1)] = 0.0
     customWeights: bool = False
     weightsFile: pathlib.Path
-    device: Device = Device.AUTO
-    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
+    device: Device = ENGINE_DEFAULTS.device
+    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = ENGINE_DEFAULTS.seed
     # Motion estimated on frames averaged down 2x: cycle TTT about 2x faster (README, Speed).
     halfResolutionFlow: bool = False
     outputSequence: vtkMRMLSequenceNode

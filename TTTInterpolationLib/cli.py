@@ -286,6 +286,26 @@ def _prediction_writer(folder: Path, protocol: str, cases: Sequence[Any],
     return write
 
 
+def cmd_describe(args: argparse.Namespace) -> int:
+    import json
+
+    from .contract import describe
+
+    description = describe()
+    if args.json:
+        print(json.dumps(description, indent=1))
+        return 0
+    print(f"TTTInterpolation engine {description['version']}")
+    for name, choices in description["choices"].items():
+        print(f"--{name}: " + ", ".join(f"{c['value']} ({c['label']})" for c in choices))
+    print("defaults: " + ", ".join(f"{k}={v}" for k, v in description["defaults"].items()))
+    models = description["models"]
+    for entry in models["entries"]:
+        mark = " [default]" if entry["name"] == models["default"] else ""
+        print(f"model {entry['name']}{mark}: {entry['description']}")
+    return 0
+
+
 def cmd_upsample(args: argparse.Namespace) -> int:
     from .config import TTTConfig
     from .fileio.volume_io import check_output_path, read_4d, write_4d
@@ -601,6 +621,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--progress", choices=PROGRESS_KINDS, default="bar")
     p.set_defaults(func=cmd_train_sequences)
+
+    p = sub.add_parser("describe", help="what the engine offers: choices, labels, defaults, "
+                       "table columns, registered models (for front ends and scripts)")
+    p.add_argument("--json", action="store_true", help="print it as JSON (the front-end "
+                   "contract) instead of a readable summary")
+    p.set_defaults(func=cmd_describe)
     return parser
 
 

@@ -213,3 +213,21 @@ def test_slicer_console_runs_check_the_dependencies_before_an_engine_process() -
     for name in ("createRun", "createEvaluation"):
         assert "self._context" in calls_in_order(method("TTTInterpolationLogic", name))
 
+
+
+def test_slicer_parameter_defaults_come_from_the_engine_and_no_unused_annotations() -> None:
+    """Defaults read from the engine's contract (no literal copies), and no Decimals /
+    SingleStep annotations, which a QDoubleSpinBox ignores with a warning at every load
+    (its decimals and step are set in the .ui)."""
+    source = MODULE_FILE.read_text()
+    node = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)
+                and n.name == "TTTInterpolationParameterNode")
+    defaults = {ast.unparse(f.target): ast.unparse(f.value) for f in node.body
+                if isinstance(f, ast.AnnAssign) and f.value is not None}
+    for name in ("ttt", "scheme", "steps", "method", "device", "seed"):
+        assert defaults[name] == f"ENGINE_DEFAULTS.{name}", name
+    assert "Decimals" not in source and "SingleStep" not in source
+    spin = ui_widgets()["learningRateSpinBox"]
+    props = {p.get("name"): p for p in spin.findall("property")}
+    assert props["decimals"].find("number").text == "6"
+    assert float(props["singleStep"].find("double").text) == 1e-5

@@ -32,6 +32,7 @@ import slicer
 
 from . import sequences as seq
 from .worker import (
+    CONTRACT,
     ENGINE_PACKAGE,
     Device,
     EngineError,
@@ -471,10 +472,11 @@ def read_predictions(path: Path, times: Sequence[float],
     return frames
 
 
-# Columns of the evaluation table (GUI and console): the engine's metric keys and headers.
-EVALUATION_METRICS = (("PSNR", "PSNR (dB)"), ("NCC", "NCC"), ("SSIM", "SSIM"),
-                      ("NMSE", "NMSE (x100)"))
-EVALUATION_COLUMNS = ("Setting", *(header for _, header in EVALUATION_METRICS), "Seconds")
+# Columns of the evaluation table (GUI and console): the engine's metric keys, headings and
+# decimals, from its contract.
+EVALUATION_METRICS = tuple((c["key"], c["heading"], c["decimals"])
+                           for c in CONTRACT["evaluation_columns"])
+EVALUATION_COLUMNS = ("Setting", *(heading for _, heading, _ in EVALUATION_METRICS), "Seconds")
 
 
 @dataclass(frozen=True)
@@ -512,8 +514,8 @@ class EvaluatedSetting:
 
     def cells(self) -> list[str]:
         """The setting's row of the table: mean +- standard deviation, then seconds per case."""
-        metrics = [f"{self.scores[key]:.3f} \u00b1 {self.scores[key + '_std']:.3f}"
-                   for key, _ in EVALUATION_METRICS]
+        metrics = [f"{self.scores[key]:.{n}f} \u00b1 {self.scores[key + '_std']:.{n}f}"
+                   for key, _, n in EVALUATION_METRICS]
         return [self.label, *metrics, f"{self.scores['seconds_per_case']:.1f}"]
 
 
@@ -550,7 +552,7 @@ def checked_row(setting: EvaluationSetting, row: dict[str, Any]) -> dict[str, An
     if row.get("method") != setting.method.value or task != setting.ttt.value:
         raise EngineError(f"the engine's row '{row.get('label')}' does not match the "
                           f"setting '{setting.label}'")
-    missing = [k for k, _ in EVALUATION_METRICS if k not in row or k + "_std" not in row]
+    missing = [k for k, _, _ in EVALUATION_METRICS if k not in row or k + "_std" not in row]
     if missing or "seconds_per_case" not in row:
         raise EngineError(f"the engine's row '{row.get('label')}' lacks {missing}")
     return row

@@ -38,66 +38,46 @@ TRANSCRIPT_LINES = 5000  # the engine log shown in the panel: everything, up to 
 CANCEL_TIMEOUT = 3.0
 
 
-class LabelledEnum(enum.Enum):
-    """Choices whose values are the engine's command-line names and whose labels are GUI text.
+def _engine_contract() -> Any:
+    """The engine's :mod:`contract` module (pure Python: no torch, no numpy), imported from the
+    package next to this module, or one folder above it in a source checkout."""
+    if importlib.util.find_spec(ENGINE_PACKAGE) is None:
+        checkout = Path(__file__).resolve().parents[2]
+        if (checkout / ENGINE_PACKAGE).is_dir():
+            sys.path.append(str(checkout))
+    return importlib.import_module(f"{ENGINE_PACKAGE}.contract")
 
-    The parameter node's combo-box connector shows ``label()`` of each member.
+
+#: The engine's offer (choices with labels, defaults, table columns) as the GUI and the
+#: console API use it: read from the engine itself, never copied (``tttinterp describe``).
+CONTRACT: dict[str, Any] = _engine_contract().describe(models=False)
+
+
+class LabelledEnum(enum.Enum):
+    """Choices whose values are the engine's command-line names and whose labels are GUI text,
+    both from the engine's contract. The parameter node's combo-box connector shows
+    ``label()`` of each member.
     """
 
     def label(self) -> str:
-        return _LABELS[self]
+        return _LABELS[type(self).__name__][self.value]
 
 
-class Method(LabelledEnum):
-    """Interpolation method (``--method``)."""
-
-    UVINET = "uvinet"
-    LINEAR = "linear"
-
-
-class TTTTask(LabelledEnum):
-    """Self-supervised task adapted at test time (``--ttt``)."""
-
-    NONE = "none"
-    ROTATION = "rotation"
-    MAE = "mae"
-    CYCLE = "cycle"
-    FRAMES = "frames"
+def _choices(name: str, option: str, doc: str) -> Any:
+    """An enum of the engine's choices of ``option`` (members named by their values)."""
+    members = [(c["value"].upper(), c["value"]) for c in CONTRACT["choices"][option]]
+    made = LabelledEnum(name, members, module=__name__)
+    made.__doc__ = doc
+    _LABELS[name] = {c["value"]: c["label"] for c in CONTRACT["choices"][option]}
+    return made
 
 
-class Scheme(LabelledEnum):
-    """How test-time training visits the data (``--scheme``)."""
-
-    ONLINE = "online"
-    MINIBATCH = "minibatch"
-    NAIVE = "naive"
-
-
-class Device(LabelledEnum):
-    """Where the engine computes (``--device``)."""
-
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
-    MPS = "mps"
-
-
-_LABELS: dict[LabelledEnum, str] = {
-    Method.UVINET: "UVI-Net",
-    Method.LINEAR: "Linear blend (baseline)",
-    TTTTask.NONE: "None (pretrained model)",
-    TTTTask.ROTATION: "Rotation prediction",
-    TTTTask.MAE: "Masked autoencoder (MAE)",
-    TTTTask.CYCLE: "Cycle consistency",
-    TTTTask.FRAMES: "The sequence's own frames",
-    Scheme.ONLINE: "Online",
-    Scheme.MINIBATCH: "Mini-batch",
-    Scheme.NAIVE: "Naive",
-    Device.AUTO: "Automatic (GPU if available)",
-    Device.CPU: "CPU",
-    Device.CUDA: "NVIDIA GPU (CUDA)",
-    Device.MPS: "Apple GPU (MPS)",
-}
+_LABELS: dict[str, dict[str, str]] = {}
+Method = _choices("Method", "method", "Interpolation method (``--method``).")
+TTTTask = _choices("TTTTask", "ttt", "Self-supervised task adapted at test time (``--ttt``).")
+Scheme = _choices("Scheme", "scheme", "How test-time training visits the data (``--scheme``).")
+Device = _choices("Device", "device", "Where the engine computes (``--device``).")
+DEFAULTS: dict[str, Any] = CONTRACT["defaults"]
 
 
 @dataclass(frozen=True)
@@ -111,13 +91,13 @@ class EngineOptions:
     """
 
     method: Method = Method.UVINET
-    ttt: TTTTask = TTTTask.NONE
-    scheme: Scheme = Scheme.ONLINE
-    steps: int = 10
+    ttt: TTTTask = TTTTask(DEFAULTS["task"])
+    scheme: Scheme = Scheme(DEFAULTS["scheme"])
+    steps: int = DEFAULTS["steps"]
     learning_rate: float | None = None
     weights: Path | None = None
     device: Device = Device.AUTO
-    seed: int = 0
+    seed: int = DEFAULTS["seed"]
     half_resolution_flow: bool = False
 
     def validate(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..config import METHODS, _check_choice
+from ..contract import EVALUATION_COLUMNS
 from ..data.volume import Sequence4D
 from ..models.loading import LoadedModel, load_model
 from ..nn.metrics import METRIC_NAMES, all_metrics, psnr
@@ -143,9 +144,8 @@ def evaluate_file(inputs: str | os.PathLike | Sequence[str | os.PathLike],
     return evaluate_sequence(read_4d(inputs), pairs, settings, **options)
 
 
-#: Columns of the interpolation table (``tables.format_table``).
-TABLE_COLUMNS: tuple[Column, ...] = (("PSNR", "PSNR", 3), ("NCC", "NCC", 3), ("SSIM", "SSIM", 3),
-                                     ("NMSE", "NMSE (x100)", 3), ("PSNR_seq", "PSNR (seq)", 3))
+#: Columns of the interpolation table (``tables.format_table``): the engine's one list.
+TABLE_COLUMNS: tuple[Column, ...] = EVALUATION_COLUMNS
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
