@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from .config import (
     ADAPT,
@@ -32,9 +32,6 @@ from .config import (
     UPSAMPLE_DEFAULT_TASK,
 )
 from .errors import InputError
-
-if TYPE_CHECKING:  # the CLI imports torch only inside the commands that need it
-    from .models.loading import LoadedModel
 
 EXIT_INPUT = 2
 
@@ -105,17 +102,6 @@ def _ttt_options(args: argparse.Namespace) -> dict[str, Any]:
             "adapt": args.adapt, "seed": args.seed, "guard": False if args.no_guard else None}
 
 
-def _model_override(args: argparse.Namespace) -> LoadedModel | None:
-    """The model loaded here when ``--flow-resolution`` changes how it runs, else ``None``
-    (the workflow loads the model itself, as it would without the option)."""
-    if args.method != "uvinet" or args.flow_resolution is None:
-        return None
-    from .models.loading import load_model
-
-    return load_model(args.weights, args.device, seed=args.seed,
-                      flow_resolution=args.flow_resolution)
-
-
 def _frame_pair(values: Sequence[int]) -> tuple[int, int]:
     return int(values[0]), int(values[1])
 
@@ -133,21 +119,16 @@ def _note_untrained(args: argparse.Namespace, progress: Any) -> None:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from .config import TTTConfig
-    from .fileio.volume_io import check_output_path, read_4d, write_4d
     from .runtime.progress import make_progress
-    from .workflows.inference import interpolate_sequence
-    from .workflows.validation import check_request, times_between
+    from .workflows.inference import interpolate_file
 
     config = TTTConfig.from_options(args.ttt, scheme=args.scheme, **_ttt_options(args))
-    check_output_path(args.output)
-    times = times_between(args.num, args.times)
-    request = check_request(read_4d(args.inputs), [_frame_pair(args.frames)])
     progress = make_progress(args.progress)
     _note_untrained(args, progress)
-    result = interpolate_sequence(request, request.pairs[0], times, method=args.method,
-                                  ttt=config, weights=args.weights, device=args.device,
-                                  model=_model_override(args), progress=progress)
-    write_4d(args.output, result)
+    result = interpolate_file(args.inputs, _frame_pair(args.frames), args.output, num=args.num,
+                              times=args.times, method=args.method, ttt=config,
+                              weights=args.weights, device=args.device,
+                              flow_resolution=args.flow_resolution, progress=progress)
     progress.update("done", 1.0, f"wrote {result.num_frames} frames to {args.output}")
     progress.close()
     if args.progress != "jsonl":
@@ -217,11 +198,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     all_cases = {p: _evaluation_cases(args, p, progress) for p in protocols}
     if ctx.is_main:
         _note_untrained(args, progress)
-    model = _model_override(args)
-    if model is None and args.method == "uvinet":
+    model = None
+    if args.method == "uvinet":
         from .models.loading import load_model
 
-        model = load_model(args.weights, args.device, seed=args.seed)  # once for all protocols
+        model = load_model(args.weights, args.device, seed=args.seed,  # once for all protocols
+                           flow_resolution=args.flow_resolution)
     reports = []
     out = sys.stderr if args.progress == "jsonl" else sys.stdout
     for k, (protocol, cases) in enumerate(all_cases.items()):
@@ -321,7 +303,7 @@ def cmd_upsample(args: argparse.Namespace) -> int:
     _note_untrained(args, progress)
     result = upsample_sequence(seq, args.factor, method=args.method, ttt=config,
                                weights=args.weights, device=args.device,
-                               model=_model_override(args), progress=progress)
+                               flow_resolution=args.flow_resolution, progress=progress)
     write_4d(args.output, result)
     new = result.num_frames - seq.num_frames
     progress.update("done", 1.0, f"wrote {result.num_frames} frames ({new} new) to {args.output}")
@@ -352,7 +334,8 @@ def cmd_evaluate_pairs(args: argparse.Namespace) -> int:
     _note_untrained(args, progress)
     result = evaluate_pairs(args.data, settings, cases=args.cases, limit=args.limit,
                             size=tuple(args.size), weights=args.weights, device=args.device,
-                            seed=args.seed, model=_model_override(args), progress=progress)
+                            seed=args.seed, flow_resolution=args.flow_resolution,
+                            progress=progress)
     progress.update("done", 1.0, "evaluation finished")
     progress.close()
     print(format_pairs_table(result.rows),

@@ -124,8 +124,15 @@ def process_group(ctx: DistContext, backend: str) -> Iterator[None]:
                          "processes with torchrun") from exc
     try:
         yield
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        dist.destroy_process_group()  # no barrier: the other ranks may never reach one
+        raise
+    # Every rank finishes its work (rank 0 writes files after the last collective) before
+    # any rank tears down its connections: a rank that destroyed its gloo group and exited
+    # while another still held it aborted once in CI (SIGABRT, "terminate called without an
+    # active exception", test_train's two-rank run).
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def state_digest(module: torch.nn.Module) -> str:

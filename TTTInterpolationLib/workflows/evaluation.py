@@ -80,7 +80,7 @@ FramesSink = Callable[[int, int, list[np.ndarray]], None]
 def evaluate_cases(cases: Sequence[EvalCase], settings: Sequence[EvalSetting], *,
                    weights: str | os.PathLike | None = None, device: str = "auto",
                    seed: int = 0, model: LoadedModel | None = None,
-                   progress: Progress | None = None,
+                   flow_resolution: str | None = None, progress: Progress | None = None,
                    on_frames: FramesSink | None = None) -> Evaluation:
     """Predict every case's hidden frames with every setting and score them (:func:`score_frame`).
 
@@ -95,7 +95,7 @@ def evaluate_cases(cases: Sequence[EvalCase], settings: Sequence[EvalSetting], *
         _check_choice("method", setting.method, METHODS)
     loaded = None
     if any(s.method == "uvinet" for s in settings):
-        loaded = model or load_model(weights, device, seed=seed)
+        loaded = model or load_model(weights, device, seed=seed, flow_resolution=flow_resolution)
     jobs = [FillJob(c.visible, c.gaps, c.name) for c in cases]
     truths = [[g for gap in c.truths for g in gap] for c in cases]
     evaluation = Evaluation([], list(cases), [], {})

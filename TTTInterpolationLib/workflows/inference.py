@@ -32,7 +32,7 @@ from ..data.volume import Sequence4D
 from ..errors import InputError
 from ..models.loading import LoadedModel, load_model
 from ..runtime.progress import NullProgress, Progress, SubProgress
-from .fill import FillJob, Gap, fill
+from .fill import FillJob, FillResult, Gap, fill
 from .validation import CheckedRequest, _check_pair, check_request, times_between
 
 __all__ = ["interpolate", "interpolate_sequence", "interpolate_file", "upsample_sequence",
@@ -64,6 +64,7 @@ def interpolate(
     weights: str | os.PathLike | None = None,
     device: str = "auto",
     seed: int | None = None,
+    flow_resolution: str | None = None,
     model: LoadedModel | None = None,
     progress: Progress | None = None,
 ) -> list[np.ndarray]:
@@ -73,39 +74,42 @@ def interpolate(
     share one intensity window, :mod:`.preprocess`). ``model`` reuses an already loaded model.
     ``ttt`` is a task name or a :class:`TTTConfig`; ``scheme``, ``steps``, ``lr`` and ``seed``
     override its fields when given (:func:`ttt_config`). ``seed`` (default: the config's, 0)
-    also seeds an untrained model's initialisation.
+    also seeds an untrained model's initialisation. ``flow_resolution`` (``"full"`` /
+    ``"half"``) runs the motion estimate at another resolution than the model was trained at
+    (``None``: its own).
     """
     times = times_between(times=times)
     config = ttt_config(ttt, scheme=scheme, steps=steps, lr=lr, seed=seed)
     _check_choice("method", method, METHODS)
     f0, f1 = _check_pair(frame0, frame1)
-    return _interpolate(f0, f1, times, plan_mapping(f0.shape), method=method, config=config,
-                        weights=weights, device=device, model=model, progress=progress)
-
-
-def _interpolate(f0: np.ndarray, f1: np.ndarray, times: Sequence[float], mapping: GridMapping, *,
-                 method: str, config: TTTConfig, weights: str | os.PathLike | None,
-                 device: str, model: LoadedModel | None,
-                 progress: Progress | None) -> list[np.ndarray]:
-    """:func:`interpolate` on checked inputs (nothing is validated again here)."""
     pair = Sequence4D(np.stack([f0, f1]))
-    return _fill_one(FillJob(pair, [Gap(0, 1, tuple(times))], mapping=mapping), method=method,
-                     config=config, weights=weights, device=device, model=model,
-                     progress=progress)
+    job = FillJob(pair, [Gap(0, 1, tuple(times))], mapping=plan_mapping(f0.shape))
+    model = _model(method, config, model, weights, device, flow_resolution, progress)
+    return _fill(job, method, config, model, progress).frames[0]
 
 
-def _fill_one(job: FillJob, *, method: str, config: TTTConfig,
-              weights: str | os.PathLike | None, device: str, model: LoadedModel | None,
-              progress: Progress | None) -> list[np.ndarray]:
-    """The frames of a one-gap job (:func:`.fill.fill`), loading the model if needed."""
+def _model(method: str, config: TTTConfig, model: LoadedModel | None,
+           weights: str | os.PathLike | None, device: str, flow_resolution: str | None,
+           progress: Progress | None) -> LoadedModel | None:
+    """The model a job runs (``None`` for linear blending): ``model`` as given, else loaded
+    from ``weights`` (the first 5 % of the progress)."""
+    if method != "uvinet":
+        return None
+    if model is not None:
+        if flow_resolution is not None:
+            raise ValueError("give flow_resolution to load_model, not with a loaded model")
+        return model
     progress = progress or NullProgress()
-    loaded = None
-    if method == "uvinet":
-        progress.update("load", 0.0, "loading model")
-        loaded = model or load_model(weights, device, seed=config.seed,
-                                     progress=SubProgress(progress, 0.0, 0.05))
-    result = fill([job], method, config, loaded, SubProgress(progress, 0.05, 0.95))[0]
-    return result.frames[0]
+    progress.update("load", 0.0, "loading model")
+    return load_model(weights, device, seed=config.seed, flow_resolution=flow_resolution,
+                      progress=SubProgress(progress, 0.0, 0.05))
+
+
+def _fill(job: FillJob, method: str, config: TTTConfig, model: LoadedModel | None,
+          progress: Progress | None) -> FillResult:
+    """One job through :func:`.fill.fill` (after the model load's share of the progress)."""
+    return fill([job], method, config, model, SubProgress(progress or NullProgress(), 0.05,
+                                                          1.0))[0]
 
 
 def outside_job(seq: Sequence4D, a: int, b: int, times: Sequence[float],
@@ -127,7 +131,8 @@ def interpolate_sequence(seq: Sequence4D | CheckedRequest, frames: tuple[int, in
                          ttt: str | TTTConfig = "none", scheme: str | None = None,
                          steps: int | None = None, lr: float | None = None,
                          seed: int | None = None, weights: str | os.PathLike | None = None,
-                         device: str = "auto", model: LoadedModel | None = None,
+                         device: str = "auto", flow_resolution: str | None = None,
+                         model: LoadedModel | None = None,
                          progress: Progress | None = None) -> Sequence4D:
     """New frames between items ``frames`` of ``seq``, at fractional index values.
 
@@ -140,9 +145,9 @@ def interpolate_sequence(seq: Sequence4D | CheckedRequest, frames: tuple[int, in
     config = ttt_config(ttt, scheme=scheme, steps=steps, lr=lr, seed=seed)
     _check_choice("method", method, METHODS)
     a, b = request.pairs[0]
-    out = _fill_one(outside_job(request.seq, a, b, times, request.mapping), method=method,
-                    config=config, weights=weights, device=device, model=model,
-                    progress=progress)
+    model = _model(method, config, model, weights, device, flow_resolution, progress)
+    out = _fill(outside_job(request.seq, a, b, times, request.mapping), method, config, model,
+                progress).frames[0]
     va, vb = request.seq.index_values[a], request.seq.index_values[b]
     return Sequence4D(np.stack(out), request.seq.geometry, [va + t * (vb - va) for t in times],
                       request.seq.index_name, request.seq.index_unit)
@@ -191,7 +196,8 @@ def upsample_sequence(seq: Sequence4D, factor: int, *, method: str = "uvinet",
                       ttt: str | TTTConfig | None = None, scheme: str | None = None,
                       steps: int | None = None, lr: float | None = None,
                       seed: int | None = None, weights: str | os.PathLike | None = None,
-                      device: str = "auto", model: LoadedModel | None = None,
+                      device: str = "auto", flow_resolution: str | None = None,
+                      model: LoadedModel | None = None,
                       progress: Progress | None = None) -> Sequence4D:
     """``seq`` with ``factor - 1`` new frames between every two neighbours, in time order.
 
@@ -207,13 +213,8 @@ def upsample_sequence(seq: Sequence4D, factor: int, *, method: str = "uvinet",
     progress = progress or NullProgress()
     times = tuple(k / factor for k in range(1, factor))
     gaps = [Gap(i, i + 1, times) for i in range(seq.num_frames - 1)]
-    loaded = None
-    if method == "uvinet":
-        progress.update("load", 0.0, "loading model")
-        loaded = model or load_model(weights, device, seed=config.seed,
-                                     progress=SubProgress(progress, 0.0, 0.05))
-    result = fill([FillJob(seq, gaps, mapping=mapping)], method, config, loaded,
-                  SubProgress(progress, 0.05, 1.0))[0]
+    model = _model(method, config, model, weights, device, flow_resolution, progress)
+    result = _fill(FillJob(seq, gaps, mapping=mapping), method, config, model, progress)
     values = seq.index_values or []
     frames: list[np.ndarray] = []
     index: list[float] = []

@@ -27,6 +27,7 @@ uninterrupted run would be. (CUDA kernels are not all deterministic.)
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import sys
@@ -206,7 +207,13 @@ def train(options: TrainOptions, progress_kind: str | None = "bar") -> dict[str,
     saved = _read_optimizer_state(ctx, options, previous, device) if options.resume else None
     with process_group(ctx, backend):
         run = _start(options, ctx, device, backend, dtype, model, previous, saved)
-        return _fit(run, data, make_progress(progress_kind) if ctx.is_main else NullProgress())
+        info = _fit(run, data, make_progress(progress_kind) if ctx.is_main else NullProgress())
+        # The DistributedDataParallel wrapper (its reducer holds gloo work objects) must go
+        # while the process group still exists: freed later, at interpreter exit, it aborted
+        # a rank now and then (SIGABRT, "terminate called without an active exception").
+        del run
+        gc.collect()
+    return info
 
 
 def load_data(options: TrainOptions) -> _Data:

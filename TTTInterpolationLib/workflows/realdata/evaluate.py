@@ -121,6 +121,7 @@ def evaluate_pairs(data: str | os.PathLike, settings: Sequence[EvalSetting], *,
                    cases: str | None = TEST_SPLIT, limit: int | None = None,
                    size: Sequence[int] = DEFAULT_SIZE, weights: str | os.PathLike | None = None,
                    device: str = "auto", seed: int = 0, model: LoadedModel | None = None,
+                   flow_resolution: str | None = None,
                    progress: Progress | None = None) -> PairEvaluation:
     """Score every setting on the selected ED/ES pairs of ``data`` (:mod:`.scores`).
 
@@ -131,7 +132,7 @@ def evaluate_pairs(data: str | os.PathLike, settings: Sequence[EvalSetting], *,
     files = check_request(data, cases, limit, size)
     loaded = None
     if any(s.method != NO_MOTION for s in settings):
-        loaded = model or load_model(weights, device, seed=seed)
+        loaded = model or load_model(weights, device, seed=seed, flow_resolution=flow_resolution)
     target = loaded.device if loaded is not None else torch.device("cpu")
     pairs = []
     for k, f in enumerate(files):
