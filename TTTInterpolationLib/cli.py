@@ -21,6 +21,7 @@ from .config import (
     FLOW_RESOLUTIONS,
     HEAD_TRUNKS,
     METHODS,
+    MOTIONS,
     OPTIMIZERS,
     PHANTOM_KINDS,
     PRECISIONS,
@@ -51,7 +52,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False,
                        many_schemes: bool = False, default_task: str | None = "none",
-                       default_help: str = "none") -> None:
+                       default_help: str = "none", motion: bool = True) -> None:
     g = p.add_argument_group("model and test-time training")
     g.add_argument("--method", choices=METHODS, default="uvinet",
                    help="uvinet (default) or plain linear blending of the two frames")
@@ -89,6 +90,11 @@ def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False,
                    help="where UVI-Net estimates the motion: full, or half (frames averaged "
                    "down 2x, flows upsampled: cheaper, most of all for --ttt cycle); default: "
                    "as the model was trained")
+    if motion:
+        g.add_argument("--motion", choices=MOTIONS, default="auto",
+                       help="which way the motion may go: in-plane (held still across the "
+                       "slices of a stack of thick slices, e.g. cine MRI), 3d, or auto "
+                       "(default: in-plane for a stack of thick or few slices, else 3d)")
     g.add_argument("--device", choices=DEVICES, default="auto",
                    help="auto picks CUDA, then Apple MPS, then CPU")
     g.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
@@ -128,7 +134,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     result = interpolate_file(args.inputs, _frame_pair(args.frames), args.output, num=args.num,
                               times=args.times, method=args.method, ttt=config,
                               weights=args.weights, device=args.device,
-                              flow_resolution=args.flow_resolution, progress=progress)
+                              flow_resolution=args.flow_resolution, motion=args.motion,
+                              progress=progress)
     progress.update("done", 1.0, f"wrote {result.num_frames} frames to {args.output}")
     progress.close()
     if args.progress != "jsonl":
@@ -213,7 +220,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.predictions is not None:
             sink = _prediction_writer(Path(args.predictions), protocol, cases, written)
         result = evaluate_rows(cases, settings, ctx, weights=args.weights, device=args.device,
-                               seed=args.seed, model=model, progress=sub, on_frames=sink)
+                               seed=args.seed, model=model, motion=args.motion, progress=sub,
+                               on_frames=sink)
         if result is None:  # not rank 0: rank 0 prints and writes the merged table
             continue
         rows, per_case = result
@@ -237,6 +245,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "input": args.cases if args.cases is not None else [str(p) for p in args.inputs],
             "split": args.split if args.cases else None, "shift": args.shift,
             "flow_resolution": args.flow_resolution,  # null: each model's own
+            "motion": args.motion,
             "protocols": reports})
     return 0
 
@@ -303,7 +312,8 @@ def cmd_upsample(args: argparse.Namespace) -> int:
     _note_untrained(args, progress)
     result = upsample_sequence(seq, args.factor, method=args.method, ttt=config,
                                weights=args.weights, device=args.device,
-                               flow_resolution=args.flow_resolution, progress=progress)
+                               flow_resolution=args.flow_resolution, motion=args.motion,
+                               progress=progress)
     write_4d(args.output, result)
     new = result.num_frames - seq.num_frames
     progress.update("done", 1.0, f"wrote {result.num_frames} frames ({new} new) to {args.output}")
@@ -359,7 +369,7 @@ def _add_evaluate_pairs_parser(sub: Any) -> None:
                    help="model grid: centre crop/zero-pad to this size (default "
                    f"{' '.join(map(str, DEFAULT_GRID_SIZE))})")
     p.add_argument("--json", default=None, help="also write the results to this .json file")
-    _add_model_options(p, many_tasks=True, many_schemes=True)
+    _add_model_options(p, many_tasks=True, many_schemes=True, motion=False)
     p.set_defaults(func=cmd_evaluate_pairs)
 
 

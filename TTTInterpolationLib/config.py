@@ -34,6 +34,13 @@ HEAD_TRUNKS = ("flow", "features")
 #: back (the flow network then costs about 1/8; the README's "Speed" has the measured effect
 #: on the ACDC 4D validation split).
 FLOW_RESOLUTIONS = ("full", "half")
+#: Which way the estimated motion may go (:mod:`.data.slices`): ``in-plane`` holds the
+#: through-plane displacement at zero (stacks of thick 2D slices: cine MRI with 8-10 mm
+#: slices, where a displacement across slices is noise the warp turns into blur); ``3d`` lets
+#: the flow move along every axis (isotropic volumes, 4D CT); ``auto`` picks ``in-plane`` for
+#: a stack of thick or few slices and ``3d`` otherwise. Chosen on ACDC 4D validation and
+#: Sunnybrook (docs/acdc4d-headroom.md §7): in-plane was better on every protocol of both.
+MOTIONS = ("auto", "in-plane", "3d")
 #: Interpolation networks (:mod:`.nn.architectures`): ``uvinet`` = the paper's UVI-Net (motion
 #: linear in time, trained on end frames); ``uvinet-temporal`` = UVI-Net's flows corrected in
 #: time by a network trained on full sequences (:mod:`.nn.temporal`).

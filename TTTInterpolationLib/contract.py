@@ -13,7 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from . import __version__
-from .config import DEVICES, METHODS, PROTOCOLS, SCHEMES, TASKS, TTTConfig
+from .config import DEVICES, METHODS, MOTIONS, PROTOCOLS, SCHEMES, TASKS, TTTConfig
 
 FORMAT = "tttinterp-description"
 
@@ -28,11 +28,14 @@ LABELS: dict[str, dict[str, str]] = {
                "cuda": "NVIDIA GPU (CUDA)", "mps": "Apple GPU (MPS)"},
     "protocol": {"edes": "End-diastole -> end-systole", "x2": "Keep every 2nd frame",
                  "x4": "Keep every 4th frame"},
+    "motion": {"auto": "Automatic (in-plane for a stack of thick slices)",
+               "in-plane": "In-plane only", "3d": "Free 3D motion"},
 }
 
 #: Choices of each option (the command line's ``--method``, ``--ttt``, ...).
 CHOICES: dict[str, tuple[str, ...]] = {"method": METHODS, "ttt": TASKS, "scheme": SCHEMES,
-                                       "device": DEVICES, "protocol": PROTOCOLS}
+                                       "device": DEVICES, "protocol": PROTOCOLS,
+                                       "motion": MOTIONS}
 
 #: Metric columns of an evaluation table: (row key, heading, decimals). Each row also holds
 #: ``<key>_std``; ``PSNR_seq`` is the PSNR on the case's sequence-wide intensity window.

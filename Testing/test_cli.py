@@ -155,7 +155,7 @@ def test_evaluate_table_and_json(phantom, tmp_path):
     assert "linear blending" in res.stdout and "UVI-Net + TTT rotation" in res.stdout
     data = json.loads(out.read_text())
     # what was evaluated, then per protocol the rows and each case's means per setting
-    assert set(data) == {"input", "split", "shift", "flow_resolution", "protocols"}
+    assert set(data) == {"input", "split", "shift", "flow_resolution", "motion", "protocols"}
     (data,) = data["protocols"]
     assert data["protocol"] == "pair" and data["pairs"] == [[[0, 4]], [[4, 8]]]
     assert [c["case"] for c in data["per_case"]["UVI-Net"]] == ["0->4", "4->8"]

@@ -78,7 +78,10 @@ def main() -> None:
             rows[row["label"]] = {"PSNR_seq": row["PSNR_seq"], "seconds": row["seconds_per_case"],
                                   "worst_case_delta": float(deltas.min()),
                                   "filled_by": row.get("filled_by", {}),
-                                  "per_case": per_case}
+                                  "per_case": per_case,
+                                  "held_in": [{k: v for k, v in c.items()
+                                               if k.startswith("held_in_")}
+                                              for c in evaluation.per_case[row["label"]]]}
             print(f"  {row['label']:<34} {row['PSNR_seq']:7.3f}  "
                   f"{row['PSNR_seq'] - evaluation.rows[0]['PSNR_seq']:+.3f}  worst case "
                   f"{deltas.min():+.3f}  {row['seconds_per_case']:6.1f} s/case  "

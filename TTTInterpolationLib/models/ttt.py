@@ -23,6 +23,7 @@ from ..config import TTTConfig
 from ..errors import InputError
 from ..nn.losses import cycle_reconstruction
 from ..nn.metrics import psnr
+from ..nn.networks import motion_held_along
 from ..runtime.precision import autocast, resolve_precision
 from ..runtime.progress import NullProgress, Progress
 from .ttt_model import TTTModel
@@ -70,6 +71,7 @@ class Case:
     bounds: tuple[float, float] = (0.0, 1.0)
     triplets: Sequence[Triplet] = ()
     checks: Sequence[Triplet] = ()
+    held_axis: int | None = None  # motion held at zero along it (:mod:`.data.slices`)
 
     def to(self, device: torch.device) -> None:
         """Move the frames (and the triplets) to ``device``, in place."""
@@ -242,6 +244,10 @@ def adapt_and_apply(
     config = config.resolved()
 
     def applied(adapted: TTTModel, case: Case, index: int | None = None) -> T:
+        with motion_held_along(case.held_axis):
+            return _applied(adapted, case, index)
+
+    def _applied(adapted: TTTModel, case: Case, index: int | None = None) -> T:
         if index is not None and config.guard:
             before, after = consistency(model, case), consistency(adapted, case)
             if on_guard is not None:
@@ -266,7 +272,8 @@ def adapt_and_apply(
 
     def adapt_on(index: int, case: Case, step: int) -> None:
         nonlocal done
-        loss = adapter.step(case)
+        with motion_held_along(case.held_axis):
+            loss = adapter.step(case)
         done += 1
         if on_loss is not None:
             on_loss(index, step, loss)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,22 @@ from ..runtime.precision import at_least_float32, autocast, float32_module, infe
 from .warp import downsample_flow, warp
 
 Pyramid = list[torch.Tensor]
+
+#: The axis along which every flow estimated in this context is held at zero (``None``: free
+#: 3D motion). Set per case through :func:`motion_held_along` (:mod:`.data.slices` decides it).
+_HELD_AXIS: ContextVar[int | None] = ContextVar("held_axis", default=None)
+
+
+@contextmanager
+def motion_held_along(axis: int | None) -> Iterator[None]:
+    """Within the block, :class:`FlowNet` returns flows whose component along spatial
+    ``axis`` (0-2) is zero (``None``: no constraint). A context, not a model setting, because
+    it belongs to the case at hand: one model serves stacks of slices and 3D volumes alike."""
+    token = _HELD_AXIS.set(axis)
+    try:
+        yield
+    finally:
+        _HELD_AXIS.reset(token)
 
 
 def scaled_channels(channels: int, width: float) -> int:
@@ -87,6 +104,17 @@ def _small_init(conv: nn.Conv3d) -> nn.Conv3d:
     return conv
 
 
+def held_motion(flow: torch.Tensor) -> torch.Tensor:
+    """``flow`` (``(B, 3, ...)``) with its component along the held axis set to zero (as it
+    is outside :func:`motion_held_along`)."""
+    axis = _HELD_AXIS.get()
+    if axis is None:
+        return flow
+    keep = torch.ones(1, 3, 1, 1, 1, device=flow.device, dtype=flow.dtype)
+    keep[:, axis] = 0.0
+    return flow * keep
+
+
 class FlowNet(nn.Module):
     """U-Net mapping ``cat(I0, I1)`` to ``cat(phi01, phi10)`` (6 channels, voxel units).
 
@@ -129,10 +157,15 @@ class FlowNet(nn.Module):
         return x
 
     def forward(self, i0: torch.Tensor, i1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns ``(phi01, phi10)``, each ``(B, 3, D1, D2, D3)``: phi01 samples I0 toward I1."""
+        """Returns ``(phi01, phi10)``, each ``(B, 3, D1, D2, D3)``: phi01 samples I0 toward I1.
+
+        Inside :func:`motion_held_along` the held axis's component is zero.
+        """
         if self.resolution == "half":
-            return self._at_half_resolution(i0, i1)
-        return self._estimate(i0, i1)
+            flows = self._at_half_resolution(i0, i1)
+        else:
+            flows = self._estimate(i0, i1)
+        return held_motion(flows[0]), held_motion(flows[1])
 
     def _at_half_resolution(self, i0: torch.Tensor,
                             i1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

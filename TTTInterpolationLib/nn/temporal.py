@@ -40,6 +40,7 @@ from .networks import (
     _conv,
     _time_tensor,
     channels_last,
+    held_motion,
     scaled_channels,
 )
 from .warp import warp
@@ -118,8 +119,8 @@ class TemporalUVINet(UVINet):
         x = torch.cat([i0, i1, moved0, moved1, f0, f1, tt.expand_as(i0)], dim=1)
         out = self.motion(channels_last(x)).float()
         e = envelope(tt)
-        f0 = f0 + e * out[:, 0:3]
-        f1 = f1 + e * out[:, 3:6]
+        f0 = f0 + e * held_motion(out[:, 0:3])
+        f1 = f1 + e * held_motion(out[:, 3:6])
         weight = (tt + 0.5 * e * torch.tanh(out[:, 6:7])).clamp(0.0, 1.0)
         gate = torch.sigmoid(out[:, 7:8] + GATE_BIAS)
         return f0, f1, weight, gate

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import METHODS, _check_choice
+from ..config import METHODS, MOTIONS, _check_choice
 from ..contract import EVALUATION_COLUMNS
 from ..data.volume import Sequence4D
 from ..models.loading import LoadedModel, load_model
@@ -80,7 +80,8 @@ FramesSink = Callable[[int, int, list[np.ndarray]], None]
 def evaluate_cases(cases: Sequence[EvalCase], settings: Sequence[EvalSetting], *,
                    weights: str | os.PathLike | None = None, device: str = "auto",
                    seed: int = 0, model: LoadedModel | None = None,
-                   flow_resolution: str | None = None, progress: Progress | None = None,
+                   flow_resolution: str | None = None, motion: str = "auto",
+                   progress: Progress | None = None,
                    on_frames: FramesSink | None = None) -> Evaluation:
     """Predict every case's hidden frames with every setting and score them (:func:`score_frame`).
 
@@ -91,12 +92,13 @@ def evaluate_cases(cases: Sequence[EvalCase], settings: Sequence[EvalSetting], *
     shown are the frames that were scored, from the same process).
     """
     progress = progress or NullProgress()
+    _check_choice("motion", motion, MOTIONS)
     for setting in settings:
         _check_choice("method", setting.method, METHODS)
     loaded = None
     if any(s.method == "uvinet" for s in settings):
         loaded = model or load_model(weights, device, seed=seed, flow_resolution=flow_resolution)
-    jobs = [FillJob(c.visible, c.gaps, c.name) for c in cases]
+    jobs = [FillJob(c.visible, c.gaps, c.name, motion=motion) for c in cases]
     truths = [[g for gap in c.truths for g in gap] for c in cases]
     evaluation = Evaluation([], list(cases), [], {})
     for k, setting in enumerate(settings):

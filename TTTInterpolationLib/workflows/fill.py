@@ -36,10 +36,12 @@ import torch
 from ..config import TTTConfig
 from ..data.model_grid import GridMapping, plan_mapping
 from ..data.preprocess import PreparedPair, prepare_pair, prepare_triplet
+from ..data.slices import through_plane_axis
 from ..data.volume import Sequence4D
 from ..models.loading import LoadedModel
 from ..models.ttt import Case, Triplet, adapt_and_apply, held_in_psnr, predict
 from ..models.ttt_model import TTTModel
+from ..nn.networks import motion_held_along
 from ..runtime.progress import NullProgress, Progress
 
 #: Held-in triplets drawn per job (a seeded choice among all that qualify).
@@ -79,9 +81,16 @@ class FillJob:
     gaps: Sequence[Gap]
     name: str = ""
     mapping: GridMapping | None = None
+    motion: str = "auto"  # config.MOTIONS: which way the flows may move (:mod:`.data.slices`)
 
     def grid(self) -> GridMapping:
         return self.mapping or plan_mapping(self.visible.shape3d)
+
+    @property
+    def held_axis(self) -> int | None:
+        """The axis the motion is held still along (the through-plane axis of a stack of
+        slices), or ``None``."""
+        return through_plane_axis(self.visible.geometry, self.visible.shape3d, self.motion)
 
     @property
     def tiles(self) -> bool:
@@ -121,10 +130,11 @@ def blend(f0: np.ndarray, f1: np.ndarray, t: float) -> np.ndarray:
 
 
 def prepare_gap(f0: np.ndarray, f1: np.ndarray, times: Sequence[float],
-                mapping: GridMapping | None = None) -> _Prepared:
+                mapping: GridMapping | None = None, held_axis: int | None = None) -> _Prepared:
     """A checked pair on the model grid (CPU tensors ``(1, 1, D1, D2, D3)``)."""
     pair = prepare_pair(f0, f1, mapping=mapping)
-    return _Prepared(pair, Case(pair.i0, pair.i1, list(times), pair.bounds), (f0, f1))
+    case = Case(pair.i0, pair.i1, list(times), pair.bounds, held_axis=held_axis)
+    return _Prepared(pair, case, (f0, f1))
 
 
 def held_in_triplets(visible: Sequence4D, longest_gap: float, mapping: GridMapping,
@@ -165,6 +175,7 @@ class _PreparedJob:
     triplets: list[Triplet]
     checks: list[Triplet]
     tiles: bool
+    held_axis: int | None = None
 
     def to(self, device: torch.device) -> None:
         for p in self.gaps:
@@ -177,14 +188,15 @@ def _prepare_job(job: FillJob, seed: int, with_triplets: bool) -> _PreparedJob:
     """Every gap's case, and the held-in triplets when ``with_triplets``."""
     mapping = job.grid()
     frames = job.visible.frames
-    gaps = [prepare_gap(frames[g.a], frames[g.b], g.times, mapping) for g in job.gaps]
+    axis = job.held_axis
+    gaps = [prepare_gap(frames[g.a], frames[g.b], g.times, mapping, axis) for g in job.gaps]
     train: list[Triplet] = []
     checks: list[Triplet] = []
     if with_triplets and gaps:
         values = job.visible.index_values or []
         longest = max(abs(values[g.b] - values[g.a]) for g in job.gaps)
         train, checks = held_in_triplets(job.visible, longest, mapping, seed)
-    return _PreparedJob(gaps, train, checks, job.tiles)
+    return _PreparedJob(gaps, train, checks, job.tiles, axis)
 
 
 def fill(jobs: Sequence[FillJob], method: str, config: TTTConfig,
@@ -217,8 +229,9 @@ def _guarded(model: TTTModel, job: _PreparedJob, frames: list[list[torch.Tensor]
     restored = [p.restore(f) for p, f in zip(job.gaps, frames, strict=True)]
     if not (config.guard and job.checks and job.tiles):
         return FillResult(restored, "model")
-    scores = {"model": held_in_psnr(model, job.checks),
-              "linear": held_in_psnr(None, job.checks)}
+    with motion_held_along(job.held_axis):
+        scores = {"model": held_in_psnr(model, job.checks),
+                  "linear": held_in_psnr(None, job.checks)}
     if scores["model"] < scores["linear"] + GUARD_MARGIN_DB:
         progress.update("guard", 1.0, f"{name}: the model is worse than linear blending on the "
                         f"sequence's own frames ({scores['model']:.2f} < {scores['linear']:.2f} "
@@ -235,7 +248,7 @@ def _fill_adapting_per_job(prepared: list[_PreparedJob], config: TTTConfig, mode
     for job in prepared:
         first = job.gaps[0].case
         units.append(Case(first.i0, first.i1, first.times, first.bounds, job.triplets,
-                          job.checks))
+                          job.checks, job.held_axis))
     index = {id(case): k for k, case in enumerate(units)}
 
     def apply(adapted: TTTModel, case: Case) -> FillResult:

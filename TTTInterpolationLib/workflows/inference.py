@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import METHODS, UPSAMPLE_DEFAULT_TASK, TTTConfig, _check_choice
+from ..config import METHODS, MOTIONS, UPSAMPLE_DEFAULT_TASK, TTTConfig, _check_choice
 from ..data.model_grid import GridMapping, plan_mapping
 from ..data.volume import Sequence4D
 from ..errors import InputError
@@ -65,6 +65,7 @@ def interpolate(
     device: str = "auto",
     seed: int | None = None,
     flow_resolution: str | None = None,
+    motion: str = "auto",
     model: LoadedModel | None = None,
     progress: Progress | None = None,
 ) -> list[np.ndarray]:
@@ -76,14 +77,17 @@ def interpolate(
     override its fields when given (:func:`ttt_config`). ``seed`` (default: the config's, 0)
     also seeds an untrained model's initialisation. ``flow_resolution`` (``"full"`` /
     ``"half"``) runs the motion estimate at another resolution than the model was trained at
-    (``None``: its own).
+    (``None``: its own). ``motion`` (:data:`~.config.MOTIONS`): ``in-plane`` holds the flow
+    still across the slices of a stack of thick slices, ``auto`` decides from the volume
+    (:mod:`.data.slices`; arrays carry no spacing, so from their shape).
     """
     times = times_between(times=times)
     config = ttt_config(ttt, scheme=scheme, steps=steps, lr=lr, seed=seed)
     _check_choice("method", method, METHODS)
+    _check_choice("motion", motion, MOTIONS)
     f0, f1 = _check_pair(frame0, frame1)
     pair = Sequence4D(np.stack([f0, f1]))
-    job = FillJob(pair, [Gap(0, 1, tuple(times))], mapping=plan_mapping(f0.shape))
+    job = FillJob(pair, [Gap(0, 1, tuple(times))], mapping=plan_mapping(f0.shape), motion=motion)
     model = _model(method, config, model, weights, device, flow_resolution, progress)
     return _fill(job, method, config, model, progress).frames[0]
 
@@ -113,7 +117,7 @@ def _fill(job: FillJob, method: str, config: TTTConfig, model: LoadedModel | Non
 
 
 def outside_job(seq: Sequence4D, a: int, b: int, times: Sequence[float],
-                mapping: GridMapping) -> FillJob:
+                mapping: GridMapping, motion: str = "auto") -> FillJob:
     """The job of filling between items ``a`` and ``b``: the frames strictly between them are
     left out of what the model sees (the ``frames`` task and the guard learn from the rest),
     exactly as evaluation hides them, so a validated setting runs the same way here."""
@@ -123,7 +127,7 @@ def outside_job(seq: Sequence4D, a: int, b: int, times: Sequence[float],
     shown = Sequence4D(seq.frames[visible], seq.geometry, [values[i] for i in visible],
                        seq.index_name, seq.index_unit)
     gap = Gap(visible.index(a), visible.index(b), tuple(float(t) for t in times))
-    return FillJob(shown, [gap], mapping=mapping)
+    return FillJob(shown, [gap], mapping=mapping, motion=motion)
 
 
 def interpolate_sequence(seq: Sequence4D | CheckedRequest, frames: tuple[int, int],
@@ -132,7 +136,7 @@ def interpolate_sequence(seq: Sequence4D | CheckedRequest, frames: tuple[int, in
                          steps: int | None = None, lr: float | None = None,
                          seed: int | None = None, weights: str | os.PathLike | None = None,
                          device: str = "auto", flow_resolution: str | None = None,
-                         model: LoadedModel | None = None,
+                         motion: str = "auto", model: LoadedModel | None = None,
                          progress: Progress | None = None) -> Sequence4D:
     """New frames between items ``frames`` of ``seq``, at fractional index values.
 
@@ -144,10 +148,11 @@ def interpolate_sequence(seq: Sequence4D | CheckedRequest, frames: tuple[int, in
     times = times_between(times=times)
     config = ttt_config(ttt, scheme=scheme, steps=steps, lr=lr, seed=seed)
     _check_choice("method", method, METHODS)
+    _check_choice("motion", motion, MOTIONS)
     a, b = request.pairs[0]
     model = _model(method, config, model, weights, device, flow_resolution, progress)
-    out = _fill(outside_job(request.seq, a, b, times, request.mapping), method, config, model,
-                progress).frames[0]
+    out = _fill(outside_job(request.seq, a, b, times, request.mapping, motion), method, config,
+                model, progress).frames[0]
     va, vb = request.seq.index_values[a], request.seq.index_values[b]
     return Sequence4D(np.stack(out), request.seq.geometry, [va + t * (vb - va) for t in times],
                       request.seq.index_name, request.seq.index_unit)
@@ -197,7 +202,7 @@ def upsample_sequence(seq: Sequence4D, factor: int, *, method: str = "uvinet",
                       steps: int | None = None, lr: float | None = None,
                       seed: int | None = None, weights: str | os.PathLike | None = None,
                       device: str = "auto", flow_resolution: str | None = None,
-                      model: LoadedModel | None = None,
+                      motion: str = "auto", model: LoadedModel | None = None,
                       progress: Progress | None = None) -> Sequence4D:
     """``seq`` with ``factor - 1`` new frames between every two neighbours, in time order.
 
@@ -210,11 +215,13 @@ def upsample_sequence(seq: Sequence4D, factor: int, *, method: str = "uvinet",
     task = ttt if isinstance(ttt, TTTConfig) else upsample_task(seq, ttt)
     config = ttt_config(task, scheme=scheme, steps=steps, lr=lr, seed=seed)
     _check_choice("method", method, METHODS)
+    _check_choice("motion", motion, MOTIONS)
     progress = progress or NullProgress()
     times = tuple(k / factor for k in range(1, factor))
     gaps = [Gap(i, i + 1, times) for i in range(seq.num_frames - 1)]
     model = _model(method, config, model, weights, device, flow_resolution, progress)
-    result = _fill(FillJob(seq, gaps, mapping=mapping), method, config, model, progress)
+    result = _fill(FillJob(seq, gaps, mapping=mapping, motion=motion), method, config, model,
+                   progress)
     values = seq.index_values or []
     frames: list[np.ndarray] = []
     index: list[float] = []
