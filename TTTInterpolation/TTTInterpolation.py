@@ -49,6 +49,12 @@ from TTTInterpolationSlicerLib.worker import (
 
 ENGINE_DEFAULTS = EngineOptions()  # the engine's defaults for every setting of the panel
 
+
+def frame_item(frame_number: int) -> int:
+    """The item index (from 0, as the logic and the engine count) of a frame number as the
+    panel and the sequence browser show it (from 1)."""
+    return frame_number - 1
+
 HELP_TEXT = """
 Creates new time frames of a 4D sequence (cine MRI, 4D CT) between existing ones with
 UVI-Net, optionally adapted to the data at hand by test-time training (TTT). Pick a sequence,
@@ -140,8 +146,10 @@ class TTTInterpolationParameterNode:
 
     inputSequence: vtkMRMLSequenceNode
     mode: Mode = Mode.BETWEEN
-    frameA: Annotated[int, WithinRange(0, 100000)] = 0
-    frameB: Annotated[int, WithinRange(0, 100000)] = 1
+    # Frame numbers as the sequence browser shows them (from 1); the logic takes item
+    # indices (from 0): the panel converts with frame_item().
+    frameA: Annotated[int, WithinRange(1, 100000)] = 1
+    frameB: Annotated[int, WithinRange(1, 100000)] = 2
     numberOfFrames: Annotated[int, WithinRange(1, 99)] = 3
     upsampleFactor: Annotated[int, WithinRange(2, 16)] = 2
     # Defaults are the engine's (its contract, through worker.EngineOptions).
@@ -318,13 +326,14 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         count = p.inputSequence.GetNumberOfDataNodes() if p.inputSequence else 0
         if count:
             for spinBox in (self.ui.frameASpinBox, self.ui.frameBSpinBox):
-                spinBox.maximum = count - 1
+                spinBox.minimum, spinBox.maximum = 1, count
         inputID = p.inputSequence.GetID() if p.inputSequence else None
         if inputID != self._inputID:  # a new input: offer its first and last frame
             self._inputID = inputID
             if count >= 2:
-                p.frameA, p.frameB = 0, count - 1
-        between = (p.frameA, p.frameB) if p.mode is not Mode.UPSAMPLE else None
+                p.frameA, p.frameB = 1, count
+        between = ((frame_item(p.frameA), frame_item(p.frameB)) if p.mode is not Mode.UPSAMPLE
+                   else None)
         text = (sequences.describe(p.inputSequence, between) if p.inputSequence
                 else "Select a sequence of volumes.")
         if evaluate and p.inputSequence:
@@ -346,7 +355,7 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if item is None:
             self.ui.statusLabel.text = "The input sequence has no browser to take the frame from."
             return
-        setattr(p, parameter, item)
+        setattr(p, parameter, item + 1)  # the browser's frame number
 
     def evaluationTasks(self) -> list[TTTTask]:
         """TTT tasks an evaluation compares: the chosen one, or all of them."""
@@ -370,11 +379,13 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                           seed=p.seed, halfResolutionFlow=p.halfResolutionFlow,
                           onProgress=self.onProgress, onFinished=self.onFinished)
             if p.mode is Mode.EVALUATE:
-                self.logic.evaluateAsync(p.inputSequence, p.frameA, p.frameB,
+                self.logic.evaluateAsync(p.inputSequence, frame_item(p.frameA),
+                                         frame_item(p.frameB),
                                          ttt=self.evaluationTasks(), **common)
             else:
                 self.logic.interpolateAsync(
-                    p.inputSequence, p.frameA, p.frameB, p.numberOfFrames,
+                    p.inputSequence, frame_item(p.frameA), frame_item(p.frameB),
+                    p.numberOfFrames,
                     upsampleFactor=p.upsampleFactor if p.mode is Mode.UPSAMPLE else None,
                     method=p.method, ttt=p.ttt, outputSequence=p.outputSequence,
                     createMerged=p.createMerged, **common)

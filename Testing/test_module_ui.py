@@ -231,3 +231,21 @@ def test_slicer_parameter_defaults_come_from_the_engine_and_no_unused_annotation
     props = {p.get("name"): p for p in spin.findall("property")}
     assert props["decimals"].find("number").text == "6"
     assert float(props["singleStep"].find("double").text) == 1e-5
+
+
+def test_slicer_panel_counts_frames_from_one_as_the_browser_does() -> None:
+    """The panel's Frame A / B are the browser's frame numbers (from 1); the logic gets item
+    indices (from 0) through frame_item, and the browser's item becomes a frame number."""
+    source = MODULE_FILE.read_text()
+    node = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)
+                and n.name == "TTTInterpolationParameterNode")
+    fields = {ast.unparse(f.target): f for f in node.body if isinstance(f, ast.AnnAssign)}
+    assert [ast.unparse(fields[k].value) for k in ("frameA", "frameB")] == ["1", "2"]
+    assert "WithinRange(1," in ast.unparse(fields["frameA"].annotation)
+    apply = ast.unparse(method("TTTInterpolationWidget", "onApplyButton"))
+    assert apply.count("frame_item(p.frameA)") == 2 and apply.count("frame_item(p.frameB)") == 2
+    take = ast.unparse(method("TTTInterpolationWidget", "takeBrowserFrame"))
+    assert "item + 1" in take
+    for name in ("frameASpinBox", "frameBSpinBox"):
+        tip = ui_widgets()[name].find("property[@name='toolTip']/string").text
+        assert "from 1" in tip
