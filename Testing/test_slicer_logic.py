@@ -357,6 +357,12 @@ def test_logic_evaluation_end_to_end(
 
     table = result.table()
     assert [row[0] for row in table] == labels
+    node = result.tableNode  # the same table in the scene, saved with it
+    assert node.GetName() == "cine evaluation scores" and node.GetNumberOfRows() == len(labels)
+    assert [node.GetColumnName(c) for c in range(node.GetNumberOfColumns())] == list(
+        logic.EVALUATION_COLUMNS)
+    assert [[node.GetCellText(r, c) for c in range(node.GetNumberOfColumns())]
+            for r in range(node.GetNumberOfRows())] == table
     assert all(len(row) == len(logic.EVALUATION_COLUMNS) for row in table)
     assert table[0][1] == (f"{result.settings[0].scores['PSNR']:.3f} \u00b1 "
                            f"{result.settings[0].scores['PSNR_std']:.3f}")

@@ -527,6 +527,7 @@ class EvaluationResult:
     settings: list[EvaluatedSetting]
     browser: slicer.vtkMRMLSequenceBrowserNode
     engineReport: dict[str, Any] = field(default_factory=dict)
+    tableNode: slicer.vtkMRMLTableNode | None = None  # :meth:`table` in the scene
 
     def table(self) -> list[list[str]]:
         """Rows of :data:`EVALUATION_COLUMNS`, one per setting."""
@@ -680,6 +681,8 @@ class EvaluationRun(EngineRun):
         for item in evaluated:  # errors: their own window/level (near zero), not the input's
             seq.copy_display(None, browser.GetProxyNode(item.errorSequence))
         result = EvaluationResult(truth, evaluated, browser, self._report_data)
+        result.tableNode = seq.add_table(self.scene, f"{name} evaluation scores",
+                                         EVALUATION_COLUMNS, result.table())
         result.show()
         return result
 

@@ -319,6 +319,19 @@ def describe(sequence: slicer.vtkMRMLSequenceNode,
     return text
 
 
+def add_table(scene: slicer.vtkMRMLScene, name: str, columns: Sequence[str],
+              rows: Sequence[Sequence[str]]) -> slicer.vtkMRMLTableNode:
+    """A table node of text cells (saved with the scene; Slicer exports it as CSV/TSV)."""
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(name))
+    for title in columns:
+        table.AddColumn().SetName(title)
+    for r, row in enumerate(rows):
+        table.AddEmptyRow()
+        for c, text in enumerate(row):
+            table.SetCellText(r, c, str(text))
+    return table
+
+
 def copy_display(source: slicer.vtkMRMLVolumeNode | None,
                  target: slicer.vtkMRMLVolumeNode) -> None:
     """Give ``target`` the window/level and colour table of ``source`` (if it has any).
