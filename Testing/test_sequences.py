@@ -280,6 +280,24 @@ def test_triplet_sampler_draws_gaps_of_every_workflow_and_targets_between():
     assert i0.shape == target.shape == (1, 1, *SIZE) and 0 < float(t) < 1
 
 
+def test_triplet_batches_carry_the_held_axis_their_sequences_share():
+    frames = np.random.default_rng(0).random((6, 20, 20, 8)).astype(np.float32)
+    stack = TripletSampler([frames, frames], SIZE, held_axes=[2, 2])
+    mixed = TripletSampler([frames, frames], SIZE, held_axes=[2, None])
+    rng = np.random.default_rng(1)
+    stack.batch(rng, 4)
+    assert stack.batch_axis == 2
+    axes = set()
+    for _ in range(8):
+        mixed.batch(rng, 1)
+        axes.add(mixed.batch_axis)
+    assert axes == {2, None}  # one-sequence batches keep their own axis
+    for _ in range(8):
+        mixed.batch(rng, 6)
+        if len(set(mixed._last_axes)) > 1:
+            assert mixed.batch_axis is None
+
+
 def _write_case_list(tmp_path, n: int = 2) -> str:
     rows = ["case,path,ed,es,split"]
     for k in range(n):

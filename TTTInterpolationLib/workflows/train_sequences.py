@@ -38,6 +38,7 @@ from ..errors import InputError
 from ..fileio.atomic import atomic_write
 from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..models.ttt_model import TTTModel
+from ..nn.networks import motion_held_along
 from ..runtime.device import resolve_device
 from ..runtime.precision import autocast, resolve_precision
 from ..runtime.progress import NullProgress, Progress
@@ -89,13 +90,23 @@ def history_path(checkpoint: str | Path) -> Path:
 
 
 class TripletSampler:
-    """Random training triplets from full sequences (frames ``(T, I, J, K)`` each)."""
+    """Random training triplets from full sequences (frames ``(T, I, J, K)`` each).
 
-    def __init__(self, sequences: Sequence[np.ndarray], size: Sequence[int]) -> None:
-        self.sequences = [s for s in sequences if s.shape[0] >= 3]
-        if not self.sequences:
+    ``held_axes`` (one per sequence, default none) is each sequence's through-plane axis
+    (:mod:`.data.slices`): a batch drawn from sequences that share one is trained with the
+    motion held along it, as inference runs them.
+    """
+
+    def __init__(self, sequences: Sequence[np.ndarray], size: Sequence[int],
+                 held_axes: Sequence[int | None] | None = None) -> None:
+        axes = list(held_axes) if held_axes is not None else [None] * len(sequences)
+        kept = [(s, a) for s, a in zip(sequences, axes, strict=True) if s.shape[0] >= 3]
+        if not kept:
             raise InputError("no training sequence has 3 or more frames")
+        self.sequences = [s for s, _ in kept]
+        self.held_axes = [a for _, a in kept]
         self.size = tuple(int(s) for s in size)
+        self._last_axes: list[int | None] = []
 
     def gap(self, rng: np.random.Generator, frames: int) -> int:
         """A gap of 2, 3-4 or 5-MAX_GAP frames (:data:`GAP_WEIGHTS`), at most ``frames - 1``."""
@@ -107,7 +118,9 @@ class TripletSampler:
 
     def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         """``(i0, i1, target, t)``: tensors ``(1, 1, *size)`` on the grid and ``t`` as ``(1,)``."""
-        seq = self.sequences[int(rng.integers(len(self.sequences)))]
+        index = int(rng.integers(len(self.sequences)))
+        seq = self.sequences[index]
+        self._last_axes.append(self.held_axes[index])
         gap = self.gap(rng, seq.shape[0])
         i = int(rng.integers(0, seq.shape[0] - gap))
         j = int(rng.integers(i + 1, i + gap))
@@ -120,17 +133,31 @@ class TripletSampler:
 
     def batch(self, rng: np.random.Generator, size: int) -> tuple[torch.Tensor, ...]:
         """``size`` samples stacked along the batch axis."""
+        self._last_axes = []
         samples = [self.sample(rng) for _ in range(size)]
         return tuple(torch.cat(parts) for parts in zip(*samples, strict=True))
 
+    @property
+    def batch_axis(self) -> int | None:
+        """The held axis of the last batch: the one its sequences share, else none."""
+        axes = set(self._last_axes)
+        return axes.pop() if len(axes) == 1 else None
 
-def read_sequences(case_list: str, split: str = "all") -> list[np.ndarray]:
-    """Every sequence of a case list (``path`` column), as float32 ``(T, I, J, K)``."""
+
+def read_sequences(case_list: str, split: str = "all"
+                   ) -> tuple[list[np.ndarray], list[int | None]]:
+    """Every sequence of a case list (``path`` column), as float32 ``(T, I, J, K)``, and each
+    one's through-plane axis (``motion="auto"``, :mod:`.data.slices`)."""
+    from ..data.slices import through_plane_axis
     from ..fileio.volume_io import read_4d
     from .sequence_cases import read_case_list
 
-    return [read_4d(row["path"]).frames.astype(np.float32)
-            for row in read_case_list(case_list, split)]
+    frames, axes = [], []
+    for row in read_case_list(case_list, split):
+        seq = read_4d(row["path"])
+        frames.append(seq.frames.astype(np.float32))
+        axes.append(through_plane_axis(seq.geometry, seq.shape3d))
+    return frames, axes
 
 
 def protocol_validation(case_list: str, split: str = "validation"
@@ -208,7 +235,8 @@ def train_sequences(options: SequenceTrainOptions,
         for group, lr in zip(optimizer.param_groups, _rates(options.lr), strict=True):
             group["lr"] = lr
         history = json.loads(history_path(options.out).read_text())
-    sampler = TripletSampler(read_sequences(options.cases), options.size)
+    frames, axes = read_sequences(options.cases)
+    sampler = TripletSampler(frames, options.size, held_axes=axes)
     log(f"{len(sampler.sequences)} sequences, {options.steps_per_epoch} steps of "
         f"{options.batch} per epoch, precision {dtype or 'float32'}, device {device}")
     for epoch in range(len(history), options.epochs):
@@ -216,7 +244,7 @@ def train_sequences(options: SequenceTrainOptions,
         start, losses = time.time(), []
         for step in range(options.steps_per_epoch):
             i0, i1, target, t = (x.to(device) for x in sampler.batch(rng, options.batch))
-            with autocast(device, dtype):
+            with autocast(device, dtype), motion_held_along(sampler.batch_axis):
                 total, image = model.frame_loss(i0, i1, target, t, options.smooth)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
