@@ -409,9 +409,12 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                         f"{logic.describe_timing(run.elapsed, run.remaining)}")
         log = run.log
         if log != self.ui.engineLogTextEdit.plainText:
-            self.ui.engineLogTextEdit.setPlainText(log)
+            # Follow the end only when the reader was at the end: someone reading further up
+            # keeps their place while the log grows.
             scrollBar = self.ui.engineLogTextEdit.verticalScrollBar()
-            scrollBar.setValue(scrollBar.maximum)
+            atEnd, position = scrollBar.value >= scrollBar.maximum, scrollBar.value
+            self.ui.engineLogTextEdit.setPlainText(log)
+            scrollBar.setValue(scrollBar.maximum if atEnd else position)
 
     def onFinished(self, run: EngineRun) -> None:
         self._clock.stop()

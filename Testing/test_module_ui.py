@@ -249,3 +249,10 @@ def test_slicer_panel_counts_frames_from_one_as_the_browser_does() -> None:
     for name in ("frameASpinBox", "frameBSpinBox"):
         tip = ui_widgets()[name].find("property[@name='toolTip']/string").text
         assert "from 1" in tip
+
+
+def test_slicer_engine_log_keeps_the_readers_place() -> None:
+    """The log refresh jumps to the end only when the view was at the end already."""
+    show = ast.unparse(method("TTTInterpolationWidget", "showRunState"))
+    assert "atEnd" in show and "scrollBar.maximum if atEnd else position" in show
+    assert show.index("scrollBar.value") < show.index("setPlainText")
