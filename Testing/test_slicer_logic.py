@@ -14,6 +14,7 @@ import numpy as np
 import psutil
 import pytest
 import slicer
+import vtk
 
 from TTTInterpolationLib.data.phantoms.sequences import end_frames, make_phantom_sequence
 from TTTInterpolationLib.fileio.geometry import ras_affine_from_geometry
@@ -89,6 +90,11 @@ def test_logic_linear_between_two_frames_end_to_end(
     np.testing.assert_array_equal(sequences.array_ijk(merged.GetNthDataNode(5)), frames[2])
     assert result.browser.GetMasterSequenceNode() is merged
     assert composite.GetBackgroundVolumeID() == result.proxyVolume.GetID()
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
+    assert hierarchy.GetItemName(result.folderItem) == "cine TTT interpolation"
+    for node in (output, merged, result.proxyVolume):
+        assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == result.folderItem
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(source)) != result.folderItem
 
     fractions = [f for f, _ in reports]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -366,6 +372,15 @@ def test_logic_evaluation_end_to_end(
     assert all(len(row) == len(logic.EVALUATION_COLUMNS) for row in table)
     assert table[0][1] == (f"{result.settings[0].scores['PSNR']:.3f} \u00b1 "
                            f"{result.settings[0].scores['PSNR_std']:.3f}")
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
+    assert hierarchy.GetItemName(result.folderItem) == "cine TTT evaluation"
+    children = vtk.vtkIdList()
+    hierarchy.GetItemChildren(result.folderItem, children)
+    in_folder = {hierarchy.GetItemDataNode(children.GetId(k)).GetID()
+                 for k in range(children.GetNumberOfIds())}
+    assert {truth.GetID(), node.GetID()} | {
+        s.predictionSequence.GetID() for s in result.settings} <= in_folder
+    assert source.GetID() not in in_folder
     added = {scene.GetNodeByID(i).GetName() for i in node_ids(scene) - before
              if scene.GetNodeByID(i).IsA(sequences.SEQUENCE_CLASS)}
     assert added == {"cine truth", *(f"cine {label}" for label in labels),

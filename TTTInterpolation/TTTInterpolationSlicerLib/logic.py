@@ -134,6 +134,7 @@ class InterpolationResult:
     outputSequence: slicer.vtkMRMLSequenceNode
     mergedSequence: slicer.vtkMRMLSequenceNode | None
     browser: slicer.vtkMRMLSequenceBrowserNode
+    folderItem: int = 0  # the subject-hierarchy folder holding the new nodes
 
     @property
     def proxyVolume(self) -> slicer.vtkMRMLVolumeNode:
@@ -321,13 +322,21 @@ class EngineRun:
     def _commit(self) -> Any:
         """Put the collected results into the scene; remove what it added should it fail."""
         before = {self.scene.GetNthNode(i).GetID() for i in range(self.scene.GetNumberOfNodes())}
+
+        def added() -> list[slicer.vtkMRMLNode]:
+            nodes = [self.scene.GetNthNode(i) for i in range(self.scene.GetNumberOfNodes())]
+            return [node for node in nodes if node.GetID() not in before]
+
         try:
-            return self._addToScene()
+            result = self._addToScene()
+            # Everything new in one subject-hierarchy folder (the Data module's tree).
+            result.folderItem = seq.put_in_folder(
+                self.scene, added(),
+                self.scene.GenerateUniqueName(f"{self.inputSequence.GetName()} {self.FOLDER}"))
+            return result
         except Exception:
-            added = [self.scene.GetNthNode(i) for i in range(self.scene.GetNumberOfNodes())]
-            for node in added:
-                if node.GetID() not in before:
-                    self.scene.RemoveNode(node)
+            for node in added():
+                self.scene.RemoveNode(node)
             raise
 
     def _addToScene(self) -> Any:
@@ -340,6 +349,8 @@ class EngineRun:
 
 
 class InterpolationRun(EngineRun):
+    FOLDER = "TTT interpolation"
+
     """New frames from one engine process for the whole job (the sequence written once, the
     model loaded once), then output (and merged) sequences.
 
@@ -528,6 +539,7 @@ class EvaluationResult:
     browser: slicer.vtkMRMLSequenceBrowserNode
     engineReport: dict[str, Any] = field(default_factory=dict)
     tableNode: slicer.vtkMRMLTableNode | None = None  # :meth:`table` in the scene
+    folderItem: int = 0  # the subject-hierarchy folder holding the new nodes
 
     def table(self) -> list[list[str]]:
         """Rows of :data:`EVALUATION_COLUMNS`, one per setting."""
@@ -560,6 +572,8 @@ def checked_row(setting: EvaluationSetting, row: dict[str, Any]) -> dict[str, An
 
 
 class EvaluationRun(EngineRun):
+    FOLDER = "TTT evaluation"
+
     """Hide the frames between A and B, predict them with every setting, score them, show them.
 
     One engine process (``evaluate --predictions``): the scores (the published metrics, in

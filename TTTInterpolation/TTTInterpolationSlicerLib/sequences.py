@@ -319,6 +319,26 @@ def describe(sequence: slicer.vtkMRMLSequenceNode,
     return text
 
 
+FOLDER_CLASSES = ("vtkMRMLSequenceNode", "vtkMRMLTableNode", "vtkMRMLVolumeNode")
+
+
+def put_in_folder(scene: slicer.vtkMRMLScene, nodes: Sequence[slicer.vtkMRMLNode],
+                  name: str) -> int:
+    """A new subject-hierarchy folder ``name`` under the scene holding the data nodes among
+    ``nodes`` (sequences, tables, volumes: what the Data module shows); its item ID."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
+    folder = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), name)
+    for node in nodes:
+        if not any(node.IsA(c) for c in FOLDER_CLASSES) or node.GetHideFromEditors():
+            continue
+        item = hierarchy.GetItemByDataNode(node)
+        if item:
+            hierarchy.SetItemParent(item, folder)
+        else:
+            hierarchy.CreateItem(folder, node)
+    return folder
+
+
 def add_table(scene: slicer.vtkMRMLScene, name: str, columns: Sequence[str],
               rows: Sequence[Sequence[str]]) -> slicer.vtkMRMLTableNode:
     """A table node of text cells (saved with the scene; Slicer exports it as CSV/TSV)."""
