@@ -126,7 +126,7 @@ def test_evaluate_json_is_strict_and_its_top_level_is_not_a_row(tmp_path, capsys
     assert code == 0, capsys.readouterr().err
     data = _strict(out.read_text())
     assert isinstance(data, dict) and set(data) == {"input", "split", "shift", "flow_resolution",
-                                                    "protocols"}
+                                                    "motion", "protocols"}
     (report,) = data["protocols"]
     assert set(report) == {"protocol", "cases", "pairs", "table", "per_case"}
     assert report["pairs"] == [[[0, 2]]] and data["input"] == [str(src)]

@@ -229,8 +229,8 @@ def test_logic_engine_failure_surfaces_and_changes_nothing(
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
-    ({"frameA": 2, "frameB": 1}, "must come before"),
-    ({"frameA": 0, "frameB": 9}, "frames must be between 0 and 3"),
+    ({"frameA": 2, "frameB": 2}, "must differ"),
+    ({"frameA": 0, "frameB": 9}, "frame 9 is out of range"),
     ({"numberOfFrames": 0}, "at least 1"),
     ({"upsampleFactor": 1}, "at least 2"),
     ({"frameA": 0, "frameB": 2, "numberOfFrames": 1, "createMerged": True},
@@ -249,6 +249,34 @@ def test_logic_rejects_bad_requests_before_touching_anything(
     assert node_ids(scene) == before and not any(temp_parent.iterdir())
 
 
+def test_logic_takes_a_pair_in_either_order_as_the_engine_does(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path) -> None:
+    """One check of a pair (the engine's frame_pairs): B before A is a pair like any other."""
+    frames = same_range_frames(4)
+    source = cine(scene, frames, [0, 10, 20, 30])
+    outputs = []
+    for a, b in ((1, 3), (3, 1)):
+        result = logic.run_to_end(logic.create_run(
+            scene, sequences_logic, source, a, b, 3, method="linear", device="cpu",
+            tempParent=temp_parent), interval=0.02)
+        out = result.outputSequence
+        outputs.append({out.GetNthIndexValue(i): sequences.array_ijk(out.GetNthDataNode(i))
+                        for i in range(out.GetNumberOfDataNodes())})
+    assert sorted(outputs[0]) == sorted(outputs[1]) == ["15", "20", "25"]
+    for value in outputs[0]:
+        np.testing.assert_allclose(outputs[0][value], outputs[1][value], atol=1.0)
+    scores = []
+    for a, b in ((0, 3), (3, 0)):
+        result = logic.run_to_end(logic.create_evaluation(
+            scene, sequences_logic, source, a, b, device="cpu", tempParent=temp_parent),
+            interval=0.02)
+        truth = result.truthSequence
+        assert [truth.GetNthIndexValue(i) for i in range(2)] == ["10", "20"]
+        scores.append(result.settings[0].scores["PSNR"])  # linear blending: symmetric
+    assert scores[0] == pytest.approx(scores[1], abs=1e-3)
+
+
 def test_logic_rejects_unusable_inputs(scene: slicer.vtkMRMLScene,
                                        sequences_logic: slicer.vtkSlicerSequencesLogic) -> None:
     source = cine(scene, same_range_frames(3, (4, 4, 4)), [0, 1, 2])
@@ -264,7 +292,8 @@ def test_logic_rejects_unusable_inputs(scene: slicer.vtkMRMLScene,
 
 def test_logic_plans() -> None:
     assert logic.evenly_spaced(3) == (0.25, 0.5, 0.75)
-    assert logic.plan_between(5, 1, 4, 2) == [logic.PairTask(1, 4, (1 / 3, 2 / 3))]
+    assert logic.plan_between([0, 1, 2, 3, 4], 1, 4, 2) == [
+        logic.PairTask(1, 4, (1 / 3, 2 / 3))]
     assert logic.plan_upsample(3, 2) == [logic.PairTask(0, 1, (0.5,)), logic.PairTask(1, 2, (0.5,))]
     with pytest.raises(ValueError, match="at least 2 frames"):
         logic.plan_upsample(1, 2)
@@ -413,8 +442,8 @@ def test_logic_evaluation_engine_failure_changes_nothing(
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
-    ({"frameA": 1, "frameB": 2}, "at least two items after"),
-    ({"frameA": 0, "frameB": 7}, "frames must be between 0 and 3"),
+    ({"frameA": 1, "frameB": 2}, "neighbours"),
+    ({"frameA": 0, "frameB": 7}, "frame 7 is out of range"),
     ({"frameA": 0, "frameB": 3, "ttt": "jigsaw"}, "jigsaw"),
     ({"frameA": 0, "frameB": 3, "steps": -2}, "steps"),
 ])

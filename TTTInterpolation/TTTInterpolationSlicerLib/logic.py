@@ -43,10 +43,13 @@ from .worker import (
     Scheme,
     TTTTask,
     engine_environment,
+    engine_module,
     evaluate_arguments,
     find_python,
     sequence_arguments,
 )
+
+frame_pairs = engine_module("frame_pairs")  # the engine's one check of a pair of frames
 
 ProgressCallback = Callable[[float, str], None]
 TIME_ATOL = 1e-4  # how far the engine's index values may be from the requested times
@@ -82,13 +85,11 @@ def evenly_spaced(count: int) -> tuple[float, ...]:
     return tuple(k / (count + 1) for k in range(1, count + 1))
 
 
-def plan_between(item_count: int, frame_a: int, frame_b: int,
+def plan_between(values: Sequence[float], frame_a: int, frame_b: int,
                  number_of_frames: int) -> list[PairTask]:
-    if not 0 <= frame_a < item_count or not 0 <= frame_b < item_count:
-        raise ValueError(f"frames must be between 0 and {item_count - 1}, "
-                         f"got A={frame_a} and B={frame_b}")
-    if frame_a >= frame_b:
-        raise ValueError(f"frame A ({frame_a}) must come before frame B ({frame_b})")
+    """New frames from item ``frame_a`` to item ``frame_b`` (either order), checked as the
+    engine checks a pair (``frame_pairs.check_frame_pair``; ``values``: the index values)."""
+    frame_pairs.check_frame_pair(values, frame_a, frame_b)
     return [PairTask(frame_a, frame_b, evenly_spaced(number_of_frames))]
 
 
@@ -592,19 +593,12 @@ class EvaluationRun(EngineRun):
             raise ValueError("select an input sequence")
         super().__init__(scene, sequencesLogic, inputSequence, options or EngineOptions(),
                          python=python, tempParent=tempParent, onProgress=onProgress)
-        count = inputSequence.GetNumberOfDataNodes()
-        if not (0 <= frameA < count and 0 <= frameB < count):
-            raise ValueError(f"frames must be between 0 and {count - 1}, "
-                             f"got A={frameA} and B={frameB}")
-        if frameB - frameA < 2:
-            raise ValueError(f"frame B ({frameB}) must be at least two items after frame A "
-                             f"({frameA}): the frames between them are hidden and predicted")
+        # The engine's own check of the pair (either order), before any file is written.
+        hidden, _ = frame_pairs.frames_between(self._values, frameA, frameB)
         self.frameA, self.frameB = frameA, frameB
-        self.hidden = list(range(frameA + 1, frameB))
-        self._checkSameGrid(list(range(frameA, frameB + 1)))
-        va, vb = self._values[frameA], self._values[frameB]
-        if not vb > va:
-            raise ValueError("frame B must have a larger index value than frame A")
+        self.hidden = sorted(hidden)
+        self._low, self._high = min(frameA, frameB), max(frameA, frameB)
+        self._checkSameGrid(list(range(self._low, self._high + 1)))
         self.settings = evaluation_settings(tasks)
         evaluate_options = dataclasses.replace(self.options, method=Method.UVINET)
         tttTasks = [s.ttt for s in self.settings if s.ttt is not TTTTask.NONE]
@@ -619,10 +613,9 @@ class EvaluationRun(EngineRun):
                    options: EngineOptions) -> Callable[[Path], list[str]]:
         def arguments(folder: Path) -> list[str]:
             path = folder / "frames.seq.nrrd"
-            seq.write_sequence_file(self.inputSequence, range(self.frameA, self.frameB + 1),
-                                    path)
-            last = self.frameB - self.frameA
-            return evaluate_arguments(path, (0, last), tasks, folder / "scores.json", options,
+            seq.write_sequence_file(self.inputSequence, range(self._low, self._high + 1), path)
+            pair = (self.frameA - self._low, self.frameB - self._low)
+            return evaluate_arguments(path, pair, tasks, folder / "scores.json", options,
                                       predictions=folder / "predictions")
         return arguments
 
@@ -774,8 +767,8 @@ def create_run(scene: slicer.vtkMRMLScene, sequencesLogic: slicer.vtkSlicerSeque
     if upsampleFactor is not None:
         tasks = plan_upsample(count, upsampleFactor)
     else:
-        tasks = plan_between(count, frameA, count - 1 if frameB is None else frameB,
-                             numberOfFrames)
+        tasks = plan_between(seq.index_values(sequenceNode), frameA,
+                             count - 1 if frameB is None else frameB, numberOfFrames)
     return InterpolationRun(scene, sequencesLogic, sequenceNode, tasks, engine_options(**options),
                             outputSequence=outputSequence, createMerged=createMerged,
                             python=python, tempParent=tempParent, onProgress=onProgress,

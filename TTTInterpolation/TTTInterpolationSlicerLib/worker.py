@@ -38,19 +38,20 @@ TRANSCRIPT_LINES = 5000  # the engine log shown in the panel: everything, up to 
 CANCEL_TIMEOUT = 3.0
 
 
-def _engine_contract() -> Any:
-    """The engine's :mod:`contract` module (pure Python: no torch, no numpy), imported from the
-    package next to this module, or one folder above it in a source checkout."""
+def engine_module(name: str) -> Any:
+    """One of the engine's pure-Python modules (``contract``, ``frame_pairs``: no torch, no
+    numpy), imported from the package next to this module, or one folder above it in a source
+    checkout: the module uses the engine's own choices and checks, never copies."""
     if importlib.util.find_spec(ENGINE_PACKAGE) is None:
         checkout = Path(__file__).resolve().parents[2]
         if (checkout / ENGINE_PACKAGE).is_dir():
             sys.path.append(str(checkout))
-    return importlib.import_module(f"{ENGINE_PACKAGE}.contract")
+    return importlib.import_module(f"{ENGINE_PACKAGE}.{name}")
 
 
 #: The engine's offer (choices with labels, defaults, table columns) as the GUI and the
 #: console API use it: read from the engine itself, never copied (``tttinterp describe``).
-CONTRACT: dict[str, Any] = _engine_contract().describe(models=False)
+CONTRACT: dict[str, Any] = engine_module("contract").describe(models=False)
 
 
 class LabelledEnum(enum.Enum):
@@ -178,10 +179,7 @@ def evaluate_arguments(sequence_file: Path, frames: tuple[int, int],
     listed in the report. ``options.method`` and ``options.ttt`` are not used: an evaluation
     always compares all of these.
     """
-    a, b = frames
-    if not b - a >= 2:
-        raise ValueError(f"frame B ({b}) must be at least two items after frame A ({a}): "
-                         "the frames between them are the ones hidden and predicted")
+    a, b = frames  # checked by the caller (frame_pairs.frames_between), as the engine does
     return ["evaluate", str(sequence_file), "--frames", str(a), str(b), "--method", "uvinet",
             "--ttt", *dict.fromkeys(t.value for t in tasks or [TTTTask.NONE]),
             *options.shared_arguments(), "--progress", "jsonl", "--json", str(output_json),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import frame_pairs
 from ..data.model_grid import GridMapping, plan_mapping
 from ..data.volume import Sequence4D
 from ..errors import InputError
@@ -51,21 +52,9 @@ def _check_pair(frame0: np.ndarray, frame1: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def check_frame_pair(seq: Sequence4D, a: int, b: int) -> None:
-    """Frame numbers must be distinct item positions of ``seq`` with distinct index values."""
-    n = seq.num_frames
-    for f in (a, b):
-        if not 0 <= f < n:
-            raise InputError(f"frame {f} is out of range: the input has frames 0 to {n - 1}")
-    if a == b:
-        raise InputError(f"frames A and B must differ, got {a} twice")
-    va, vb = seq.index_values[a], seq.index_values[b]
-    if not (math.isfinite(va) and math.isfinite(vb)):
-        raise InputError(f"frames {a} and {b} have index values {va:g} and {vb:g}: index values "
-                         "must be finite numbers; fix them in the file header")
-    if va == vb:
-        raise InputError(f"frames {a} and {b} have the same index value {va:g}, so the new "
-                         "frames would have no time between them: fix the index values (each "
-                         "frame needs its own)")
+    """Frame numbers must be distinct item positions of ``seq`` with distinct index values
+    (:func:`.frame_pairs.check_frame_pair`, shared with the Slicer module)."""
+    frame_pairs.check_frame_pair(seq.index_values or [], a, b)
 
 
 @dataclass(frozen=True)
@@ -79,23 +68,9 @@ class HiddenCase:
 
 
 def hidden_case(seq: Sequence4D, a: int, b: int) -> HiddenCase:
-    """The frames strictly between items ``a`` and ``b`` and their times in (0, 1).
-
-    Their index values must lie strictly between the ends' and run the same way (sorted):
-    otherwise a "between" frame would sit outside the pair, and scoring it would silently
-    score an extrapolation.
-    """
-    check_frame_pair(seq, a, b)
-    hidden = tuple(range(a + 1, b)) if a < b else tuple(range(a - 1, b, -1))
-    if not hidden:
-        raise InputError(f"frames {a} and {b} are neighbours: no frame between them to hide")
-    va, vb = seq.index_values[a], seq.index_values[b]
-    times = tuple((seq.index_values[i] - va) / (vb - va) for i in hidden)
-    if not all(0.0 < t < 1.0 for t in times) or list(times) != sorted(set(times)):
-        values = ", ".join(f"{seq.index_values[i]:g}" for i in (a, *hidden, b))
-        raise InputError(f"the index values of frames {a} to {b} ({values}) are not strictly "
-                         "monotonic, so the frames between them are not between them in time: "
-                         "sort the frames by index value first")
+    """The frames strictly between items ``a`` and ``b`` and their times in (0, 1)
+    (:func:`.frame_pairs.frames_between`)."""
+    hidden, times = frame_pairs.frames_between(seq.index_values or [], a, b)
     return HiddenCase(a, b, hidden, times)
 
 
