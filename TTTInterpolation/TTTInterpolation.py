@@ -248,6 +248,7 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def exit(self) -> None:
         if self.logic is not None:
+            self.logic.restoreLayout()  # the layout from before an evaluation's 1 x 3 views
             self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
@@ -525,16 +526,15 @@ class TTTInterpolationLogic(ScriptedLoadableModuleLogic):
         return self.lastResult
 
     def _present(self, result) -> None:
-        """Show a result: its browser in the toolbar; an evaluation's three views visible."""
-        layoutManager = slicer.app.layoutManager()
-        if isinstance(result, EvaluationResult) and layoutManager is not None:
-            oneView = (slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpRedSliceView,
-                       slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpYellowSliceView,
-                       slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpGreenSliceView,
-                       slicer.vtkMRMLLayoutNode.SlicerLayoutOneUp3DView)
-            if layoutManager.layout in oneView:  # truth, prediction, error need three views
-                layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutConventionalView)
+        """Show a result: its browser in the toolbar (an evaluation has already switched to
+        its linked 1 x 3 layout, ``EvaluationResult.show``; the previous one comes back when
+        the module is left, :meth:`restoreLayout`)."""
         self._showBrowser(result.browser)
+
+    def restoreLayout(self) -> None:
+        """The view layout from before the last evaluation's 1 x 3 layout."""
+        if isinstance(self.lastResult, EvaluationResult):
+            self.lastResult.restoreLayout()
 
     def interpolate(self, sequenceNode: vtkMRMLSequenceNode, frameA: int = 0,
                     frameB: int | None = None, numberOfFrames: int = 1,

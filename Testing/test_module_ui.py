@@ -256,3 +256,10 @@ def test_slicer_engine_log_keeps_the_readers_place() -> None:
     show = ast.unparse(method("TTTInterpolationWidget", "showRunState"))
     assert "atEnd" in show and "scrollBar.maximum if atEnd else position" in show
     assert show.index("scrollBar.value") < show.index("setPlainText")
+
+
+def test_slicer_leaving_the_module_restores_the_layout_of_before_an_evaluation() -> None:
+    assert "self.logic.restoreLayout" in calls_in_order(method("TTTInterpolationWidget", "exit"))
+    assert "self.lastResult.restoreLayout" in calls_in_order(
+        method("TTTInterpolationLogic", "restoreLayout"))
+

@@ -337,6 +337,8 @@ def test_logic_evaluation_end_to_end(
     blending at those times is computable by hand.
     """
     views = slice_views(scene)
+    layout = scene.AddNewNodeByClass("vtkMRMLLayoutNode")
+    layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutConventionalView)
     phantom = make_phantom_sequence("cardiac", 5, (32, 32, 16))
     values = [0, 10, 30, 60, 100]
     source = cine(scene, phantom.frames, values, ras_affine_from_geometry(phantom.geometry))
@@ -389,6 +391,11 @@ def test_logic_evaluation_end_to_end(
                      (truth, best.predictionSequence, best.errorSequence)]
     result.show(result.settings[0])
     assert views["Yellow"][1].GetBackgroundVolumeID() == browser.GetProxyNode(linear).GetID()
+    # Truth, prediction and error in one row of linked views; the old layout comes back.
+    assert layout.GetViewArrangement() == sequences.SIDE_BY_SIDE_LAYOUT
+    assert all(composite.GetLinkedControl() for _, composite in views.values())
+    result.restoreLayout()
+    assert layout.GetViewArrangement() == slicer.vtkMRMLLayoutNode.SlicerLayoutConventionalView
 
     table = result.table()
     assert [row[0] for row in table] == labels

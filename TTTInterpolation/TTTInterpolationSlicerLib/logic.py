@@ -541,6 +541,7 @@ class EvaluationResult:
     engineReport: dict[str, Any] = field(default_factory=dict)
     tableNode: slicer.vtkMRMLTableNode | None = None  # :meth:`table` in the scene
     folderItem: int = 0  # the subject-hierarchy folder holding the new nodes
+    previousLayout: int | None = None  # the view arrangement before the 1 x 3 layout
 
     def table(self) -> list[list[str]]:
         """Rows of :data:`EVALUATION_COLUMNS`, one per setting."""
@@ -555,7 +556,16 @@ class EvaluationResult:
         setting = setting or self.best()
         proxies = [self.browser.GetProxyNode(sequence) for sequence in
                    (self.truthSequence, setting.predictionSequence, setting.errorSequence)]
-        seq.show_side_by_side(self.truthSequence.GetScene(), proxies)
+        scene = self.truthSequence.GetScene()
+        replaced = seq.use_side_by_side_layout(scene)
+        if replaced is not None:
+            self.previousLayout = replaced
+        seq.show_side_by_side(scene, proxies)
+
+    def restoreLayout(self) -> None:
+        """The view arrangement from before :meth:`show` (unless the user changed it since)."""
+        seq.restore_layout(self.truthSequence.GetScene(), self.previousLayout)
+        self.previousLayout = None
 
 
 def checked_row(setting: EvaluationSetting, row: dict[str, Any]) -> dict[str, Any]:

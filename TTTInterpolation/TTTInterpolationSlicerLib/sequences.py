@@ -388,6 +388,43 @@ def show_in_slice_views(scene: slicer.vtkMRMLScene, volume: slicer.vtkMRMLVolume
 
 
 SIDE_BY_SIDE_VIEWS = ("Red", "Yellow", "Green")
+#: A layout of the three slice views in one row (truth, prediction, error), registered with
+#: the scene's layout node under this ID the first time it is used.
+SIDE_BY_SIDE_LAYOUT = 51730
+_VIEW_COLORS = {"Red": "#F34A33", "Yellow": "#EDD54C", "Green": "#6EB04B"}
+SIDE_BY_SIDE_LAYOUT_XML = "<layout type=\"horizontal\">" + "".join(
+    f"<item><view class=\"vtkMRMLSliceNode\" singletontag=\"{view}\">"
+    f"<property name=\"orientation\" action=\"default\">Axial</property>"
+    f"<property name=\"viewlabel\" action=\"default\">{view[0]}</property>"
+    f"<property name=\"viewcolor\" action=\"default\">{color}</property></view></item>"
+    for view, color in _VIEW_COLORS.items()) + "</layout>"
+
+
+def use_side_by_side_layout(scene: slicer.vtkMRMLScene) -> int | None:
+    """Switch the scene's layout to :data:`SIDE_BY_SIDE_LAYOUT` (registered on first use);
+    returns the arrangement it replaced, to restore later (``None``: no layout node, as in a
+    scene without views, or already in it)."""
+    layouts = nodes_of_class(scene, "vtkMRMLLayoutNode")
+    if not layouts:
+        return None
+    layout = layouts[0]
+    if not layout.IsLayoutDescription(SIDE_BY_SIDE_LAYOUT):
+        layout.AddLayoutDescription(SIDE_BY_SIDE_LAYOUT, SIDE_BY_SIDE_LAYOUT_XML)
+    previous = layout.GetViewArrangement()
+    if previous == SIDE_BY_SIDE_LAYOUT:
+        return None
+    layout.SetViewArrangement(SIDE_BY_SIDE_LAYOUT)
+    return previous
+
+
+def restore_layout(scene: slicer.vtkMRMLScene, arrangement: int | None) -> None:
+    """Put back the arrangement :func:`use_side_by_side_layout` replaced, if the user did not
+    pick another one since."""
+    layouts = nodes_of_class(scene, "vtkMRMLLayoutNode")
+    if arrangement is None or not layouts:
+        return
+    if layouts[0].GetViewArrangement() == SIDE_BY_SIDE_LAYOUT:
+        layouts[0].SetViewArrangement(arrangement)
 
 
 def show_side_by_side(scene: slicer.vtkMRMLScene,
@@ -406,6 +443,8 @@ def show_side_by_side(scene: slicer.vtkMRMLScene,
         if view in composites and volume is not None:
             composites[view].SetBackgroundVolumeID(volume.GetID())
             composites[view].SetForegroundVolumeID(None)
+        if view in composites:  # linked: moving through slices or zooming moves all three
+            composites[view].SetLinkedControl(True)
         target = slices.get(view)
         # A reformatted (oblique) Red has no preset name to copy; the views then stay as set.
         if target is not None and target is not red and target.HasSliceOrientationPreset(
