@@ -6,10 +6,10 @@ import pytest
 import TTTInterpolationLib as tl
 from TTTInterpolationLib.data.model_grid import normalize_minmax
 from TTTInterpolationLib.data.phantoms.sequences import make_phantom_sequence
-from TTTInterpolationLib.data.volume import Geometry, Sequence4D
 from TTTInterpolationLib.errors import InputError
 from TTTInterpolationLib.fileio.volume_io import read_4d, write_4d
 from TTTInterpolationLib.nn.metrics import psnr
+from TTTInterpolationLib.volume import Geometry, Sequence4D
 from TTTInterpolationLib.workflows.evaluation import evaluate_sequence
 from TTTInterpolationLib.workflows.settings import EvalSetting
 from TTTInterpolationLib.workflows.validation import times_between

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from TTTInterpolationLib.data.phantoms.sequences import make_phantom_sequence
-from TTTInterpolationLib.data.volume import Sequence4D
 from TTTInterpolationLib.fileio.volume_io import read_4d, write_4d, write_volume
 from TTTInterpolationLib.models.checkpoint import load_checkpoint
+from TTTInterpolationLib.volume import Sequence4D
 
 SIZE = (32, 32, 16)
 

@@ -9,11 +9,11 @@ import torch
 import TTTInterpolationLib as tl
 from TTTInterpolationLib.config import ModelConfig, TTTConfig
 from TTTInterpolationLib.data.slices import through_plane_axis
-from TTTInterpolationLib.data.volume import Geometry, Sequence4D
 from TTTInterpolationLib.errors import InputError
 from TTTInterpolationLib.models.ttt import Case, adapt_and_apply
 from TTTInterpolationLib.nn.networks import UVINet, motion_held_along
 from TTTInterpolationLib.nn.temporal import TemporalUVINet
+from TTTInterpolationLib.volume import Geometry, Sequence4D
 
 from .conftest import blob_pair
 

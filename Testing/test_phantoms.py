@@ -27,8 +27,8 @@ from TTTInterpolationLib.data.phantoms.sequences import (
     phase_of_frame,
 )
 from TTTInterpolationLib.data.phantoms.shifts import Shift, apply_shift
-from TTTInterpolationLib.data.volume import Sequence4D
 from TTTInterpolationLib.errors import InputError
+from TTTInterpolationLib.volume import Sequence4D
 
 SMALL = (32, 24, 16)  # non-cubic and fast
 ES_PHASE = {"cardiac": 0.4, "lung": 0.5}  # second end frame of each kind

@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from TTTInterpolationLib.data.volume import Geometry, Sequence4D
 from TTTInterpolationLib.errors import InputError
 from TTTInterpolationLib.fileio.volume_io import read_4d, read_volume, write_4d, write_volume
+from TTTInterpolationLib.volume import Geometry, Sequence4D
 
 PROPERTY = settings(max_examples=60, derandomize=True, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -15,9 +15,9 @@ import pytest
 from TTTInterpolationLib.cli import main
 from TTTInterpolationLib.config import TTTConfig
 from TTTInterpolationLib.data.phantoms.sequences import make_phantom_sequence
-from TTTInterpolationLib.data.volume import Sequence4D
 from TTTInterpolationLib.errors import InputError
 from TTTInterpolationLib.fileio.volume_io import write_4d
+from TTTInterpolationLib.volume import Sequence4D
 from TTTInterpolationLib.workflows import inference, validation
 from TTTInterpolationLib.workflows.evaluation import evaluate_sequence
 from TTTInterpolationLib.workflows.inference import interpolate

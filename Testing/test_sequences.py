@@ -13,12 +13,12 @@ import torch
 
 from TTTInterpolationLib.config import ModelConfig, TTTConfig
 from TTTInterpolationLib.data.phantoms.sequences import make_phantom_sequence
-from TTTInterpolationLib.data.volume import Sequence4D
 from TTTInterpolationLib.errors import InputError
 from TTTInterpolationLib.fileio.volume_io import read_4d, write_4d
 from TTTInterpolationLib.models.checkpoint import load_checkpoint, save_checkpoint
 from TTTInterpolationLib.models.loading import LoadedModel
 from TTTInterpolationLib.models.ttt_model import TTTModel
+from TTTInterpolationLib.volume import Sequence4D
 from TTTInterpolationLib.workflows.evaluation import evaluate_cases
 from TTTInterpolationLib.workflows.fill import FillJob, Gap, blend, fill, held_in_triplets
 from TTTInterpolationLib.workflows.inference import interpolate_sequence, upsample_sequence

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import slicer
 
-from TTTInterpolationLib.data.volume import Sequence4D
 from TTTInterpolationLib.fileio.geometry import geometry_from_ras_affine, ras_affine_from_geometry
 from TTTInterpolationLib.fileio.volume_io import read_4d, read_volume, write_4d
+from TTTInterpolationLib.volume import Sequence4D
 from TTTInterpolationSlicerLib import sequences as seq
 
 

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from TTTInterpolationLib.data.volume import Geometry, Sequence4D
 from TTTInterpolationLib.errors import InputError
 from TTTInterpolationLib.fileio.geometry import (
     LPS_FROM_RAS,
@@ -32,6 +31,7 @@ from TTTInterpolationLib.fileio.volume_io import (
     write_4d,
     write_volume,
 )
+from TTTInterpolationLib.volume import Geometry, Sequence4D
 
 SHAPE = (6, 7, 5)
 FRACTIONS = [0.0, 1.0 / 3.0, 0.5, 2.0 / 3.0, 10.0 / 3.0]
@@ -528,3 +528,18 @@ def test_slicer_sequence_round_trip_through_both(tmp_path: Path, slicer_core) ->
     storage.SetFileName(str(second))
     assert storage.WriteData(sequence_node) == 1
     _assert_same_sequence(read_4d(second), seq, atol=1e-9)
+
+
+def test_file_io_sits_below_data_and_workflows():
+    """Layers: ``volume`` (Sequence4D, Geometry) at the bottom, ``fileio`` on it, ``data`` and
+    ``workflows`` above: no fileio module imports from ``data`` or ``workflows``."""
+    import ast
+    from pathlib import Path
+
+    import TTTInterpolationLib
+
+    root = Path(TTTInterpolationLib.__file__).parent
+    for path in (root / "fileio").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert node.module.split(".")[0] not in ("data", "workflows"), (path, node.module)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..config import MOTIONS, _check_choice
-from .volume import Geometry
+from ..volume import Geometry
 
 #: A slice spacing this many times the in-plane one makes a stack of thick slices.
 THICK_SLICE_RATIO = 2.0

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.volume import Geometry
 from ..errors import InputError, one_line
+from ..volume import Geometry
 
 
 @dataclass

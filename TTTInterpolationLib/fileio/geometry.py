@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..data.volume import Geometry
 from ..errors import InputError
+from ..volume import Geometry
 
 #: The one place for the RAS<->LPS flip (x and y change sign). It is its own inverse, so it
 #: maps LPS to RAS too.

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..data.volume import Geometry, Sequence4D
 from ..errors import InputError
+from ..volume import Geometry, Sequence4D
 from .format_base import _as_float32, _Loaded, _reading, _storage_array
 from .geometry import _geometry_from_lps, _lps_matrix
 

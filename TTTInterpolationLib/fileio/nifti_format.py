@@ -10,8 +10,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..data.volume import Geometry, Sequence4D
 from ..errors import InputError
+from ..volume import Geometry, Sequence4D
 from .format_base import _as_float32, _Loaded, _reading, _storage_array
 from .geometry import _geometry_from_ras, ras_affine_from_geometry
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.volume import Geometry, Sequence4D
 from ..errors import InputError
+from ..volume import Geometry, Sequence4D
 from .atomic import atomic_write
 from .format_base import _Loaded
 from .metaimage_format import _itk_writer, _load_itk

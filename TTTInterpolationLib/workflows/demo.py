@@ -22,12 +22,12 @@ import numpy as np
 
 from ..data.phantoms.sequences import end_frames, make_phantom_sequence
 from ..data.phantoms.shifts import Shift
-from ..data.volume import Sequence4D
 from ..errors import InputError
 from ..fileio.atomic import atomic_write, atomic_write_json, atomic_write_text
 from ..fileio.volume_io import write_4d
 from ..models.loading import UNTRAINED_NOTE
 from ..runtime.progress import make_progress
+from ..volume import Sequence4D
 from .evaluation import Evaluation, evaluate_sequence, format_table
 from .settings import EvalSetting, evaluation_settings
 

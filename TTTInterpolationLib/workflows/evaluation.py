@@ -14,10 +14,10 @@ import numpy as np
 
 from ..config import METHODS, MOTIONS, _check_choice
 from ..contract import EVALUATION_COLUMNS
-from ..data.volume import Sequence4D
 from ..models.loading import LoadedModel, load_model
 from ..nn.metrics import METRIC_NAMES, all_metrics, psnr
 from ..runtime.progress import NullProgress, Progress, SubProgress
+from ..volume import Sequence4D
 from .fill import FillJob, describe, fill
 from .protocols import EvalCase, pair_case
 from .settings import EvalSetting

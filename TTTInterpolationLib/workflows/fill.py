@@ -37,12 +37,12 @@ from ..config import TTTConfig
 from ..data.model_grid import GridMapping, plan_mapping
 from ..data.preprocess import PreparedPair, prepare_pair, prepare_triplet
 from ..data.slices import through_plane_axis
-from ..data.volume import Sequence4D
 from ..models.loading import LoadedModel
 from ..models.ttt import Case, Triplet, adapt_and_apply, held_in_psnr, predict
 from ..models.ttt_model import TTTModel
 from ..nn.networks import motion_held_along
 from ..runtime.progress import NullProgress, Progress
+from ..volume import Sequence4D
 
 #: Held-in triplets drawn per job (a seeded choice among all that qualify).
 MAX_TRIPLETS = 36

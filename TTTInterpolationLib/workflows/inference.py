@@ -28,10 +28,10 @@ import numpy as np
 
 from ..config import METHODS, MOTIONS, UPSAMPLE_DEFAULT_TASK, TTTConfig, _check_choice
 from ..data.model_grid import GridMapping, plan_mapping
-from ..data.volume import Sequence4D
 from ..errors import InputError
 from ..models.loading import LoadedModel, load_model
 from ..runtime.progress import NullProgress, Progress, SubProgress
+from ..volume import Sequence4D
 from .fill import FillJob, FillResult, Gap, fill
 from .validation import CheckedRequest, _check_pair, check_request, times_between
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import PROTOCOLS, _check_choice
-from ..data.volume import Sequence4D
 from ..errors import InputError
+from ..volume import Sequence4D
 from .fill import Gap
 from .validation import HiddenCase, hidden_case
 

@@ -24,9 +24,9 @@ import numpy as np
 
 from ..config import SPLITS
 from ..data.phantoms.shifts import Shift, apply_shift
-from ..data.volume import Sequence4D
 from ..errors import InputError
 from ..runtime.progress import NullProgress, Progress
+from ..volume import Sequence4D
 from .protocols import EvalCase, protocol_case
 
 REQUIRED_COLUMNS = ("path", "ed", "es")

@@ -13,8 +13,8 @@ import numpy as np
 
 from .. import frame_pairs
 from ..data.model_grid import GridMapping, plan_mapping
-from ..data.volume import Sequence4D
 from ..errors import InputError
+from ..volume import Sequence4D
 
 
 def times_between(num: int | None = None, times: Sequence[float] | None = None) -> list[float]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...config import PHANTOM_KINDS as KINDS
 from ...errors import InputError
-from ..volume import Geometry, Sequence4D
+from ...volume import Geometry, Sequence4D
 from .cardiac import CARDIAC_ES_PHASE, _cardiac_params, _render_cardiac
 from .lung import _lung_params, _render_lung
 from .shapes import Coords, Spacing
