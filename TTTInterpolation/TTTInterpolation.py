@@ -1,9 +1,11 @@
 """TTT Interpolation: new time frames of a 4D sequence with UVI-Net and test-time training.
 
-The thin Slicer layer: module description, parameter node, widget, logic facade and
-self-test. The work lives in ``TTTInterpolationSlicerLib`` (MRML helpers, the background
-engine process, dependencies) and the engine itself in ``TTTInterpolationLib``, which runs
-in a child process only: torch is never imported in Slicer's own process.
+The thin Slicer layer: module description and the widget's wiring. The parameter node, the
+logic class and the self-test live in ``TTTInterpolationSlicerLib`` (``parameters``,
+``module_logic``, ``self_test``; imported here, where Slicer looks for them by name), with
+the MRML helpers, the background engine process and the dependencies; the engine itself,
+``TTTInterpolationLib``, runs in a child process only: torch is never imported in Slicer's
+own process.
 
 This file must load under Python 3.9 (Slicer 5.8) far enough to say that the module needs a
 newer Slicer (``dependencies.version_problem``): no 3.10-only syntax here.
@@ -15,45 +17,32 @@ import importlib
 import logging
 import os
 import pathlib
-import sys
-import unittest
-from collections.abc import Callable
-from typing import Annotated
 
 import qt
 import slicer
 import vtk
 from slicer import vtkMRMLSequenceNode
-from slicer.parameterNodeWrapper import (
-    WithinRange,
-    parameterNodeWrapper,
-)
-from slicer.ScriptedLoadableModule import (
-    ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
-    ScriptedLoadableModuleTest,
-    ScriptedLoadableModuleWidget,
-)
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
-from TTTInterpolationSlicerLib import dependencies, logic, sequences, worker
-from TTTInterpolationSlicerLib.logic import EngineRun, EvaluationResult, Mode
-from TTTInterpolationSlicerLib.worker import (
-    Device,
-    EngineOptions,
-    JobState,
-    Method,
-    Scheme,
-    TTTTask,
+from TTTInterpolationSlicerLib import (
+    dependencies,
+    logic,
+    module_logic,
+    parameters,
+    self_test,
+    sequences,
+    worker,
 )
+from TTTInterpolationSlicerLib.logic import EngineRun, EvaluationResult, Mode
+from TTTInterpolationSlicerLib.module_logic import TTTInterpolationLogic, loadProblem
+from TTTInterpolationSlicerLib.parameters import TTTInterpolationParameterNode, frame_item
+from TTTInterpolationSlicerLib.self_test import TTTInterpolationTest
+from TTTInterpolationSlicerLib.worker import Device, JobState, TTTTask
 
-ENGINE_DEFAULTS = EngineOptions()  # the engine's defaults for every setting of the panel
-
-
-def frame_item(frame_number: int) -> int:
-    """The item index (from 0, as the logic and the engine count) of a frame number as the
-    panel and the sequence browser show it (from 1)."""
-    return frame_number - 1
+# Slicer finds the module's logic, parameter node and self-test by these names here.
+__all__ = ["TTTInterpolation", "TTTInterpolationLogic", "TTTInterpolationParameterNode",
+           "TTTInterpolationTest", "TTTInterpolationWidget"]
 
 HELP_TEXT = """
 Creates new time frames of a 4D sequence (cine MRI, 4D CT) between existing ones with
@@ -85,13 +74,6 @@ methods; it does not contain the authors' code.
 #
 # TTTInterpolation
 #
-
-
-def loadProblem() -> str | None:
-    """Why this Slicer cannot run the module (too old), or ``None``."""
-    return dependencies.version_problem(
-        tuple(sys.version_info[:2]), (slicer.app.majorVersion, slicer.app.minorVersion))
-
 
 class TTTInterpolation(ScriptedLoadableModule):
     def __init__(self, parent) -> None:
@@ -133,43 +115,6 @@ def registerSampleData() -> None:
 def loadPhantomSample(source) -> vtkMRMLSequenceNode:
     """SampleData's custom downloader: build the phantom (numpy only, no engine packages)."""
     return TTTInterpolationLogic().loadPhantom()
-
-
-#
-# TTTInterpolationParameterNode
-#
-
-
-@parameterNodeWrapper
-class TTTInterpolationParameterNode:
-    """Every setting of the module, saved with the scene; the .ui binds each by name."""
-
-    inputSequence: vtkMRMLSequenceNode
-    mode: Mode = Mode.BETWEEN
-    # Frame numbers as the sequence browser shows them (from 1); the logic takes item
-    # indices (from 0): the panel converts with frame_item().
-    frameA: Annotated[int, WithinRange(1, 100000)] = 1
-    frameB: Annotated[int, WithinRange(1, 100000)] = 2
-    numberOfFrames: Annotated[int, WithinRange(1, 99)] = 3
-    upsampleFactor: Annotated[int, WithinRange(2, 16)] = 2
-    # Defaults are the engine's (its contract, through worker.EngineOptions).
-    ttt: TTTTask = ENGINE_DEFAULTS.ttt
-    scheme: Scheme = ENGINE_DEFAULTS.scheme
-    steps: Annotated[int, WithinRange(0, 10000)] = ENGINE_DEFAULTS.steps
-    method: Method = ENGINE_DEFAULTS.method
-    # 0 shows as "task default": the engine picks the published rate of the chosen task.
-    # Its decimals and step size are set in the .ui (a QDoubleSpinBox reads no annotation).
-    learningRate: Annotated[float, WithinRange(0.0, 0.1)] = 0.0
-    customWeights: bool = False
-    weightsFile: pathlib.Path
-    device: Device = ENGINE_DEFAULTS.device
-    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = ENGINE_DEFAULTS.seed
-    # Motion estimated on frames averaged down 2x: cycle TTT about 2x faster (README, Speed).
-    halfResolutionFlow: bool = False
-    outputSequence: vtkMRMLSequenceNode
-    createMerged: bool = False
-    # Evaluate mode: every TTT task gets a row, instead of only the chosen one.
-    compareAllTasks: bool = False
 
 
 #
@@ -238,7 +183,8 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onReload(self) -> None:
         """Reload re-imports only this file: re-import the helpers first (dependencies first)."""
-        for module in (worker, sequences, dependencies, logic):
+        for module in (worker, sequences, dependencies, logic, parameters, module_logic,
+                       self_test):
             importlib.reload(module)
         super().onReload()
 
@@ -466,236 +412,3 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._evaluation.show(setting)
             self.ui.evaluationInfoLabel.text = (
                 f"Showing '{setting.label}': truth (red), prediction (yellow), error (green).")
-
-
-#
-# TTTInterpolationLogic
-#
-
-
-class TTTInterpolationLogic(ScriptedLoadableModuleLogic):
-    """Console and GUI entry points; the work is in ``TTTInterpolationSlicerLib.logic``.
-
-    ``interpolate`` and ``evaluate`` block (keeping the GUI painted) and return their result;
-    ``interpolateAsync`` and ``evaluateAsync`` return at once and report through callbacks.
-    One async run at a time; ``lastResult`` holds the nodes of the last successful run and
-    ``lastRun`` the last run itself (its ``log`` is what the engine said).
-    """
-
-    POLL_INTERVAL_MS = 100
-
-    def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
-        self.lastResult: logic.InterpolationResult | EvaluationResult | None = None
-        self.lastRun: EngineRun | None = None
-        self._run: EngineRun | None = None
-        self._onFinished: Callable[[EngineRun], None] | None = None
-        self._timer = qt.QTimer()
-        self._timer.setInterval(self.POLL_INTERVAL_MS)
-        self._timer.connect("timeout()", self._poll)
-
-    def getParameterNode(self) -> TTTInterpolationParameterNode:
-        return TTTInterpolationParameterNode(super().getParameterNode())
-
-    @property
-    def running(self) -> bool:
-        return self._run is not None and self._run.running
-
-    def _context(self) -> dict:
-        """What every run needs from Slicer: scene, sequences logic, interpreter, temp folder."""
-        problem = loadProblem()
-        if problem:
-            raise RuntimeError(problem)
-        dependencies.ensure_all()  # the console API too: asks once, before any process starts
-        return dict(python=worker.find_python(), tempParent=slicer.app.temporaryPath)
-
-    def createRun(self, sequenceNode: vtkMRMLSequenceNode, *args, **kwargs) -> EngineRun:
-        """See ``TTTInterpolationSlicerLib.logic.create_run`` for the arguments."""
-        return logic.create_run(slicer.mrmlScene, slicer.modules.sequences.logic(), sequenceNode,
-                                *args, **self._context(), **kwargs)
-
-    def createEvaluation(self, sequenceNode: vtkMRMLSequenceNode, *args, **kwargs) -> EngineRun:
-        """See ``TTTInterpolationSlicerLib.logic.create_evaluation`` for the arguments."""
-        return logic.create_evaluation(slicer.mrmlScene, slicer.modules.sequences.logic(),
-                                       sequenceNode, *args, **self._context(), **kwargs)
-
-    def _runToEnd(self, run: EngineRun):
-        self.lastRun = run
-        self.lastResult = logic.run_to_end(run, processEvents=slicer.app.processEvents)
-        self._present(self.lastResult)
-        return self.lastResult
-
-    def _present(self, result) -> None:
-        """Show a result: its browser in the toolbar (an evaluation has already switched to
-        its linked 1 x 3 layout, ``EvaluationResult.show``; the previous one comes back when
-        the module is left, :meth:`restoreLayout`)."""
-        self._showBrowser(result.browser)
-
-    def restoreLayout(self) -> None:
-        """The view layout from before the last evaluation's 1 x 3 layout."""
-        if isinstance(self.lastResult, EvaluationResult):
-            self.lastResult.restoreLayout()
-
-    def interpolate(self, sequenceNode: vtkMRMLSequenceNode, frameA: int = 0,
-                    frameB: int | None = None, numberOfFrames: int = 1,
-                    **options) -> vtkMRMLSequenceNode:
-        """Create ``numberOfFrames`` frames between items ``frameA`` and ``frameB``; blocks.
-
-        Options: ``upsampleFactor``, ``method``, ``ttt``, ``scheme``, ``steps``,
-        ``learningRate``, ``weights``, ``device``, ``seed``, ``outputSequence``,
-        ``createMerged``, ``onProgress``. Raises ``ValueError`` for bad settings and
-        ``EngineError`` when the engine fails.
-        """
-        run = self.createRun(sequenceNode, frameA, frameB, numberOfFrames, **options)
-        return self._runToEnd(run).outputSequence
-
-    def evaluate(self, sequenceNode: vtkMRMLSequenceNode, frameA: int = 0,
-                 frameB: int | None = None, **options) -> EvaluationResult:
-        """Hide the frames between ``frameA`` and ``frameB``, predict and score them; blocks.
-
-        Options: ``ttt`` (one task or a list; linear blending and UVI-Net are always
-        compared), ``scheme``, ``steps``, ``learningRate``, ``weights``, ``device``,
-        ``seed``, ``onProgress``. The result has ``table()``, the truth, prediction and
-        error sequences per setting, and one browser that plays them together.
-        """
-        return self._runToEnd(self.createEvaluation(sequenceNode, frameA, frameB, **options))
-
-    def interpolateAsync(self, sequenceNode: vtkMRMLSequenceNode, frameA: int = 0,
-                         frameB: int | None = None, numberOfFrames: int = 1, *,
-                         onFinished: Callable[[EngineRun], None] | None = None,
-                         **options) -> EngineRun:
-        """Start an interpolation and return at once; ``onFinished(run)`` is called at the end."""
-        self._checkIdle()
-        return self._startAsync(
-            self.createRun(sequenceNode, frameA, frameB, numberOfFrames, **options), onFinished)
-
-    def evaluateAsync(self, sequenceNode: vtkMRMLSequenceNode, frameA: int = 0,
-                      frameB: int | None = None, *,
-                      onFinished: Callable[[EngineRun], None] | None = None,
-                      **options) -> EngineRun:
-        """Start an evaluation and return at once; ``onFinished(run)`` is called at the end."""
-        self._checkIdle()
-        return self._startAsync(self.createEvaluation(sequenceNode, frameA, frameB, **options),
-                                onFinished)
-
-    def _checkIdle(self) -> None:
-        if self.running:
-            raise RuntimeError("the engine is already running")
-
-    def _startAsync(self, run: EngineRun,
-                    onFinished: Callable[[EngineRun], None] | None) -> EngineRun:
-        self._run, self._onFinished, self.lastRun = run, onFinished, run
-        run.start()
-        self._timer.start()
-        self._poll()
-        return run
-
-    def cancel(self) -> None:
-        if self._run is not None:
-            self._run.cancel()
-            self._poll()
-
-    def _poll(self) -> None:
-        run = self._run
-        if run is None or run.poll():
-            return
-        self._timer.stop()
-        self._run = None
-        if run.result is not None:
-            self.lastResult = run.result
-            self._present(run.result)
-        if run.error is not None:
-            logging.error(f"TTT Interpolation failed: {run.error}\n{run.log}")
-        if self._onFinished is not None:
-            self._onFinished(run)
-
-    @staticmethod
-    def _showBrowser(browser: slicer.vtkMRMLSequenceBrowserNode) -> None:
-        """Sequence toolbar on the browser, views fitted (skipped without a main window)."""
-        if slicer.app.layoutManager() is None:
-            return
-        slicer.modules.sequences.showSequenceBrowser(browser)
-        slicer.util.resetSliceViews()
-
-    def loadPhantom(self, frames: int = 10,
-                    size: tuple[int, int, int] = (64, 64, 32)) -> vtkMRMLSequenceNode:
-        """Add the synthetic cardiac phantom (exact ground truth at every frame) to the scene."""
-        sequence = logic.add_phantom_sequence(slicer.mrmlScene, slicer.modules.sequences.logic(),
-                                              frames=frames, size=size)
-        self._showBrowser(
-            slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(sequence))
-        return sequence
-
-
-#
-# TTTInterpolationTest
-#
-
-
-class TTTInterpolationTest(ScriptedLoadableModuleTest):
-    """Self-test on the synthetic phantom; how to run it: docs/slicer-module.md.
-
-    It never installs anything: without torch or the engine's packages it is skipped, with
-    the reason (under ``--testing`` a confirmation box would say yes by itself).
-    """
-
-    def setUp(self) -> None:
-        slicer.mrmlScene.Clear()
-        reason = loadProblem() or dependencies.self_test_skip_reason()
-        if reason:
-            raise unittest.SkipTest(reason)
-
-    def runTest(self) -> None:
-        try:
-            self.setUp()
-        except unittest.SkipTest as skip:  # "Reload and Test": say why, do not fail
-            self.delayDisplay(f"TTT Interpolation self-test skipped: {skip}")
-            return
-        self.test_phantomInterpolation()
-        self.setUp()
-        self.test_phantomEvaluation()
-        self.setUp()
-        self.test_engineFailureLeavesSceneUnchanged()
-
-    def test_phantomInterpolation(self) -> None:
-        """Frames between ED and ES of the phantom: count, index values, geometry."""
-        from TTTInterpolationLib.data.phantoms.sequences import end_frames
-
-        self.delayDisplay("Creating the phantom")
-        phantom = TTTInterpolationLogic().loadPhantom(frames=10, size=(64, 64, 32))
-        itemA, itemB = end_frames("cardiac", 10)
-        count = itemB - itemA - 1
-
-        self.delayDisplay("Interpolating on the CPU")
-        output = TTTInterpolationLogic().interpolate(phantom, itemA, itemB, count, device="cpu")
-
-        self.assertEqual(output.GetNumberOfDataNodes(), count)
-        expected = [float(phantom.GetNthIndexValue(i)) for i in range(itemA + 1, itemB)]
-        self.assertEqual(sequences.index_values(output), expected)
-        reference = phantom.GetNthDataNode(itemA)
-        for item in range(count):
-            self.assertTrue(sequences.same_grid(output.GetNthDataNode(item), reference))
-
-    def test_phantomEvaluation(self) -> None:
-        """Evaluate mode on the phantom: cycle TTT beats linear blending against the truth."""
-        from TTTInterpolationLib.data.phantoms.sequences import end_frames
-
-        phantom = TTTInterpolationLogic().loadPhantom(frames=10, size=(64, 64, 32))
-        itemA, itemB = end_frames("cardiac", 10)
-        self.delayDisplay("Evaluating on the CPU with cycle test-time training")
-        result = TTTInterpolationLogic().evaluate(phantom, itemA, itemB, ttt="cycle", steps=30,
-                                                  device="cpu")
-        labels = [s.label for s in result.settings]
-        self.assertEqual(labels[:2], ["linear blending", "UVI-Net"])
-        self.assertEqual(sequences.index_values(result.truthSequence),
-                         [float(phantom.GetNthIndexValue(i)) for i in range(itemA + 1, itemB)])
-        linear, cycle = result.settings[0].scores["PSNR"], result.settings[-1].scores["PSNR"]
-        self.delayDisplay(f"PSNR {cycle:.2f} dB with cycle TTT, linear blending {linear:.2f} dB")
-        self.assertGreater(cycle, linear)
-
-    def test_engineFailureLeavesSceneUnchanged(self) -> None:
-        phantom = TTTInterpolationLogic().loadPhantom(frames=4, size=(32, 32, 16))
-        nodes = slicer.mrmlScene.GetNumberOfNodes()
-        with self.assertRaises(worker.EngineError):
-            TTTInterpolationLogic().interpolate(phantom, 0, 1, 1, weights=__file__)
-        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)

@@ -22,6 +22,10 @@ from TTTInterpolationSlicerLib import logic, worker
 MODULE_DIR = Path(__file__).resolve().parents[1] / "TTTInterpolation"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "TTTInterpolation.ui"
 MODULE_FILE = MODULE_DIR / "TTTInterpolation.py"
+# The module file and the Slicer-only parts it imports (parameter node, logic class,
+# self-test): what Slicer runs as "the module", checked here as one syntax tree.
+MODULE_SOURCES = [MODULE_FILE, *(MODULE_DIR / "TTTInterpolationSlicerLib" / name for name in
+                                 ("parameters.py", "module_logic.py", "self_test.py"))]
 PARAMETER_CLASS = "TTTInterpolationParameterNode"
 
 # Widget class by name suffix (longest first), the module's naming convention.
@@ -68,7 +72,8 @@ def bound_widgets() -> dict[str, str]:
 
 
 def module_tree() -> ast.Module:
-    return ast.parse(MODULE_FILE.read_text())
+    trees = [ast.parse(path.read_text()) for path in MODULE_SOURCES]
+    return ast.Module(body=[node for tree in trees for node in tree.body], type_ignores=[])
 
 
 def used_ui_names() -> set[str]:
@@ -82,7 +87,7 @@ def parameter_types() -> dict[str, str]:
     """Field -> base type of the parameter node class (``Annotated[int, ...]`` -> ``int``)."""
     classes = [n for n in module_tree().body if isinstance(n, ast.ClassDef)
                and n.name == PARAMETER_CLASS]
-    assert classes, f"{PARAMETER_CLASS} not found in {MODULE_FILE.name}"
+    assert classes, f"{PARAMETER_CLASS} not found in the module's sources"
     fields = {}
     for statement in classes[0].body:
         if isinstance(statement, ast.AnnAssign):
@@ -219,8 +224,8 @@ def test_slicer_parameter_defaults_come_from_the_engine_and_no_unused_annotation
     """Defaults read from the engine's contract (no literal copies), and no Decimals /
     SingleStep annotations, which a QDoubleSpinBox ignores with a warning at every load
     (its decimals and step are set in the .ui)."""
-    source = MODULE_FILE.read_text()
-    node = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)
+    source = "\n".join(path.read_text() for path in MODULE_SOURCES)
+    node = next(n for n in module_tree().body if isinstance(n, ast.ClassDef)
                 and n.name == "TTTInterpolationParameterNode")
     defaults = {ast.unparse(f.target): ast.unparse(f.value) for f in node.body
                 if isinstance(f, ast.AnnAssign) and f.value is not None}
@@ -236,8 +241,7 @@ def test_slicer_parameter_defaults_come_from_the_engine_and_no_unused_annotation
 def test_slicer_panel_counts_frames_from_one_as_the_browser_does() -> None:
     """The panel's Frame A / B are the browser's frame numbers (from 1); the logic gets item
     indices (from 0) through frame_item, and the browser's item becomes a frame number."""
-    source = MODULE_FILE.read_text()
-    node = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)
+    node = next(n for n in module_tree().body if isinstance(n, ast.ClassDef)
                 and n.name == "TTTInterpolationParameterNode")
     fields = {ast.unparse(f.target): f for f in node.body if isinstance(f, ast.AnnAssign)}
     assert [ast.unparse(fields[k].value) for k in ("frameA", "frameB")] == ["1", "2"]

@@ -191,7 +191,7 @@ def test_slicer_self_test_skips_without_torch() -> None:
 
 
 def self_test_class() -> ast.ClassDef:
-    tree = ast.parse((MODULE_DIR / "TTTInterpolation.py").read_text())
+    tree = ast.parse((MODULE_DIR / "TTTInterpolationSlicerLib" / "self_test.py").read_text())
     return next(n for n in tree.body if isinstance(n, ast.ClassDef)
                 and n.name == "TTTInterpolationTest")
 

@@ -153,9 +153,11 @@ def test_slicer_minimum_version_is_stated_consistently() -> None:
 
 
 def module_calls(name: str) -> list[ast.Call]:
-    tree = ast.parse((MODULE_DIR / "TTTInterpolation.py").read_text())
-    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
-            and ast.unparse(node.func).split(".")[-1] == name]
+    """Calls of ``name`` in the module file and the Slicer-only modules it imports."""
+    paths = [MODULE_DIR / "TTTInterpolation.py",
+             *(MODULE_DIR / "TTTInterpolationSlicerLib").glob("*.py")]
+    return [node for path in paths for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] == name]
 
 
 def test_slicer_sample_data_source_is_registered_with_lists() -> None:

@@ -1,0 +1,58 @@
+"""The module's parameter node: every setting of the panel, saved with the scene.
+
+Defaults are the engine's (its contract, through ``worker.EngineOptions``); Frame A / B are
+frame numbers as the sequence browser shows them (from 1), converted for the logic by
+:func:`frame_item`. Needs Slicer (``parameterNodeWrapper``); checked statically by
+Testing/test_module_ui.py against the .ui.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Annotated
+
+from slicer import vtkMRMLSequenceNode
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+
+from .logic import Mode
+from .worker import Device, EngineOptions, Method, Scheme, TTTTask
+
+ENGINE_DEFAULTS = EngineOptions()  # the engine's defaults for every setting of the panel
+
+
+def frame_item(frame_number: int) -> int:
+    """The item index (from 0, as the logic and the engine count) of a frame number as the
+    panel and the sequence browser show it (from 1)."""
+    return frame_number - 1
+
+
+@parameterNodeWrapper
+class TTTInterpolationParameterNode:
+    """Every setting of the module, saved with the scene; the .ui binds each by name."""
+
+    inputSequence: vtkMRMLSequenceNode
+    mode: Mode = Mode.BETWEEN
+    # Frame numbers as the sequence browser shows them (from 1); the logic takes item
+    # indices (from 0): the panel converts with frame_item().
+    frameA: Annotated[int, WithinRange(1, 100000)] = 1
+    frameB: Annotated[int, WithinRange(1, 100000)] = 2
+    numberOfFrames: Annotated[int, WithinRange(1, 99)] = 3
+    upsampleFactor: Annotated[int, WithinRange(2, 16)] = 2
+    # Defaults are the engine's (its contract, through worker.EngineOptions).
+    ttt: TTTTask = ENGINE_DEFAULTS.ttt
+    scheme: Scheme = ENGINE_DEFAULTS.scheme
+    steps: Annotated[int, WithinRange(0, 10000)] = ENGINE_DEFAULTS.steps
+    method: Method = ENGINE_DEFAULTS.method
+    # 0 shows as "task default": the engine picks the published rate of the chosen task.
+    # Its decimals and step size are set in the .ui (a QDoubleSpinBox reads no annotation).
+    learningRate: Annotated[float, WithinRange(0.0, 0.1)] = 0.0
+    customWeights: bool = False
+    weightsFile: pathlib.Path
+    device: Device = ENGINE_DEFAULTS.device
+    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = ENGINE_DEFAULTS.seed
+    # Motion estimated on frames averaged down 2x: cycle TTT about 2x faster (README, Speed).
+    halfResolutionFlow: bool = False
+    outputSequence: vtkMRMLSequenceNode
+    createMerged: bool = False
+    # Evaluate mode: every TTT task gets a row, instead of only the chosen one.
+    compareAllTasks: bool = False
