@@ -7,8 +7,10 @@ against ``python -m TTTInterpolationLib`` in a child process.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -20,8 +22,10 @@ import pytest
 
 from TTTInterpolationLib.config import DEVICES, METHODS, SCHEMES, TASKS
 from TTTInterpolationLib.data.phantoms.sequences import make_phantom_sequence
-from TTTInterpolationLib.fileio.volume_io import read_4d, write_volume
+from TTTInterpolationLib.fileio.volume_io import read_4d, write_4d
+from TTTInterpolationLib.volume import Sequence4D
 from TTTInterpolationSlicerLib.worker import (
+    CONTRACT,
     Device,
     EngineError,
     EngineInputError,
@@ -35,7 +39,7 @@ from TTTInterpolationSlicerLib.worker import (
     engine_environment,
     evaluate_arguments,
     find_python,
-    interpolate_arguments,
+    sequence_arguments,
 )
 
 FIRST_EVENT_TIMEOUT = 60.0
@@ -46,16 +50,16 @@ def engine_command(*arguments: str | Path) -> list[str]:
 
 
 def write_pair(folder: Path, size: tuple[int, int, int] = (32, 32, 16),
-               nan: bool = False) -> tuple[Path, Path]:
-    """Two phantom frames (ED and ES) as 3D NRRD files; ``nan`` spoils frame B."""
+               nan: bool = False) -> Path:
+    """Two phantom frames (ED and ES) as one ``.seq.nrrd`` at index values 0 and 1, the way
+    the module writes a job; ``nan`` spoils the second."""
     phantom = make_phantom_sequence("cardiac", 10, size)
-    frame_b = phantom.frames[4].copy()
+    frames = phantom.frames[[0, 4]].copy()
     if nan:
-        frame_b[0, 0, 0] = np.nan
-    paths = folder / "a.nrrd", folder / "b.nrrd"
-    write_volume(paths[0], phantom.frames[0], phantom.geometry)
-    write_volume(paths[1], frame_b, phantom.geometry)
-    return paths
+        frames[1, 0, 0, 0] = np.nan
+    path = folder / "pair.seq.nrrd"
+    write_4d(path, Sequence4D(frames, phantom.geometry, [0.0, 1.0]))
+    return path
 
 
 def wait_for_first_event(job: EngineJob) -> list[ProgressEvent]:
@@ -95,13 +99,13 @@ def test_worker_command_line_follows_engine_contract(tmp_path: Path) -> None:
     options = EngineOptions(method=Method.UVINET, ttt=TTTTask.CYCLE, scheme=Scheme.MINIBATCH,
                             steps=7, learning_rate=5e-4, weights=None, device=Device.CPU,
                             seed=3, half_resolution_flow=True)
-    args = interpolate_arguments(tmp_path / "a.nrrd", tmp_path / "b.nrrd", [0.25, 0.5],
-                                 tmp_path / "out.seq.nrrd", options)
-    assert args == ["interpolate", str(tmp_path / "a.nrrd"), str(tmp_path / "b.nrrd"),
-                    "--frames", "0", "1", "--times", "0.25", "0.5", "--method", "uvinet",
-                    "--ttt", "cycle", "--scheme", "minibatch", "--steps", "7", "--device", "cpu",
-                    "--seed", "3", "--lr", "0.0005", "--flow-resolution", "half",
-                    "--progress", "jsonl", "-o", str(tmp_path / "out.seq.nrrd")]
+    args = sequence_arguments(tmp_path / "in.seq.nrrd", tmp_path / "out.seq.nrrd", options,
+                              frames=(0, 3), times=[0.25, 0.5])
+    assert args == ["interpolate", str(tmp_path / "in.seq.nrrd"), "--frames", "0", "3",
+                    "--times", "0.25", "0.5", "--method", "uvinet", "--ttt", "cycle", "--scheme",
+                    "minibatch", "--steps", "7", "--device", "cpu", "--seed", "3", "--lr",
+                    "0.0005", "--flow-resolution", "half", "--progress", "jsonl", "-o",
+                    str(tmp_path / "out.seq.nrrd")]
     # The engine's own parser accepts every option the worker can produce.
     from TTTInterpolationLib.cli import build_parser
 
@@ -109,20 +113,30 @@ def test_worker_command_line_follows_engine_contract(tmp_path: Path) -> None:
     assert (parsed.ttt, parsed.scheme, parsed.steps, parsed.lr) == ("cycle", "minibatch", 7, 5e-4)
     assert parsed.flow_resolution == "half"
     # Off (the default), the model runs as trained: the option is not passed at all.
-    plain = interpolate_arguments(tmp_path / "a.nrrd", tmp_path / "b.nrrd", [0.5],
-                                  tmp_path / "o.seq.nrrd", EngineOptions())
+    plain = sequence_arguments(tmp_path / "in.seq.nrrd", tmp_path / "o.seq.nrrd",
+                               EngineOptions(), frames=(0, 1), times=[0.5])
     assert build_parser().parse_args(plain).flow_resolution is None
 
 
-def test_worker_choices_match_engine() -> None:
-    """The worker keeps its own copy (inside Slicer the engine may not be importable yet):
-    checked here equal, in order, to the engine's one list of each (config.py)."""
+def test_worker_choices_come_from_the_engine() -> None:
+    """No copies: the worker's choices, labels and defaults are the engine's contract, which
+    ``tttinterp describe --json`` prints (a real subprocess) and config.py's lists define."""
     assert [m.value for m in Method] == list(METHODS)
     assert [t.value for t in TTTTask] == list(TASKS)
     assert [s.value for s in Scheme] == list(SCHEMES)
     assert [d.value for d in Device] == list(DEVICES)
     for enum_type in (Method, TTTTask, Scheme, Device):
         assert all(member.label() for member in enum_type)
+    printed = subprocess.run([sys.executable, "-m", "TTTInterpolationLib", "describe", "--json"],
+                             capture_output=True, text=True, timeout=60, check=True)
+    described = json.loads(printed.stdout)
+    assert {k: v for k, v in described.items() if k != "models"} == CONTRACT
+    assert [c["label"] for c in described["choices"]["ttt"]] == [t.label() for t in TTTTask]
+    defaults = EngineOptions()
+    assert (defaults.steps, defaults.scheme.value, defaults.ttt.value, defaults.seed) == (
+        described["defaults"]["steps"], described["defaults"]["scheme"],
+        described["defaults"]["task"], described["defaults"]["seed"])
+    assert described["models"]["default"] in [e["name"] for e in described["models"]["entries"]]
 
 
 @pytest.mark.parametrize(("times", "message"), [
@@ -132,8 +146,8 @@ def test_worker_choices_match_engine() -> None:
 ])
 def test_worker_rejects_bad_times(tmp_path: Path, times: list[float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        interpolate_arguments(tmp_path / "a", tmp_path / "b", times, tmp_path / "o",
-                              EngineOptions())
+        sequence_arguments(tmp_path / "a", tmp_path / "o", EngineOptions(), frames=(0, 1),
+                           times=times)
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -148,10 +162,10 @@ def test_worker_options_are_checked_before_anything_runs(options: EngineOptions,
 
 
 def test_worker_runs_engine_and_reports_progress(tmp_path: Path) -> None:
-    frame_a, frame_b = write_pair(tmp_path)
+    pair = write_pair(tmp_path)
     output = tmp_path / "out.seq.nrrd"
-    args = interpolate_arguments(frame_a, frame_b, [0.25, 0.5, 0.75], output,
-                                 EngineOptions(method=Method.LINEAR, device=Device.CPU))
+    options = EngineOptions(method=Method.LINEAR, device=Device.CPU)
+    args = sequence_arguments(pair, output, options, frames=(0, 1), times=[0.25, 0.5, 0.75])
     job = EngineJob(engine_command(*args), env=engine_environment())
     job.start()
     events = poll_to_end(job)
@@ -167,10 +181,10 @@ def test_worker_runs_engine_and_reports_progress(tmp_path: Path) -> None:
 
 
 def test_worker_engine_input_error_is_one_line_for_the_user(tmp_path: Path) -> None:
-    frame_a, frame_b = write_pair(tmp_path, nan=True)
+    pair = write_pair(tmp_path, nan=True)
     output = tmp_path / "out.seq.nrrd"
-    args = interpolate_arguments(frame_a, frame_b, [0.5], output,
-                                 EngineOptions(method=Method.LINEAR, device=Device.CPU))
+    options = EngineOptions(method=Method.LINEAR, device=Device.CPU)
+    args = sequence_arguments(pair, output, options, frames=(0, 1), times=[0.5])
     job = EngineJob(engine_command(*args), env=engine_environment())
     job.start()
     assert job.wait(FIRST_EVENT_TIMEOUT) is JobState.FAILED
@@ -183,9 +197,9 @@ def test_worker_engine_input_error_is_one_line_for_the_user(tmp_path: Path) -> N
 
 def test_worker_reports_a_killed_engine_as_failure(tmp_path: Path) -> None:
     """An engine that dies (e.g. out of memory) is a failure with its exit status, not a hang."""
-    frame_a, frame_b = write_pair(tmp_path, size=(64, 64, 32))
-    args = interpolate_arguments(frame_a, frame_b, [0.5], tmp_path / "out.seq.nrrd",
-                                 EngineOptions(ttt=TTTTask.CYCLE, steps=50, device=Device.CPU))
+    pair = write_pair(tmp_path, size=(64, 64, 32))
+    options = EngineOptions(ttt=TTTTask.CYCLE, steps=50, device=Device.CPU)
+    args = sequence_arguments(pair, tmp_path / "out.seq.nrrd", options, frames=(0, 1), times=[0.5])
     job = EngineJob(engine_command(*args), env=engine_environment())
     job.start()
     wait_for_first_event(job)
@@ -205,10 +219,10 @@ def test_worker_cancel_kills_the_whole_process_tree(tmp_path: Path,
     launcher = tmp_path / "launcher.sh"
     launcher.write_text(f'#!/bin/sh\n"{sys.executable}" "$@"\nexit $?\n')
     launcher.chmod(0o755)
-    frame_a, frame_b = write_pair(tmp_path, size=(64, 64, 32))
+    pair = write_pair(tmp_path, size=(64, 64, 32))
     output = tmp_path / "out.seq.nrrd"
-    args = interpolate_arguments(frame_a, frame_b, [0.5], output,
-                                 EngineOptions(ttt=TTTTask.CYCLE, steps=50, device=Device.CPU))
+    options = EngineOptions(ttt=TTTTask.CYCLE, steps=50, device=Device.CPU)
+    args = sequence_arguments(pair, output, options, frames=(0, 1), times=[0.5])
     job = EngineJob([str(launcher), "-m", "TTTInterpolationLib", *args], env=engine_environment())
     job.start()
     wait_for_first_event(job)

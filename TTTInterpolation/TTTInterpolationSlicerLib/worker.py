@@ -128,23 +128,6 @@ class EngineOptions:
         return args
 
 
-def interpolate_arguments(frame_a: Path, frame_b: Path, times: Sequence[float], output: Path,
-                          options: EngineOptions) -> list[str]:
-    """Arguments of ``python -m TTTInterpolationLib`` for one pair of 3D frame files.
-
-    The two files are stacked as frames 0 and 1, so ``times`` (strictly inside (0, 1)) are
-    also the index values the engine gives the new frames in ``output``.
-    """
-    if not times:
-        raise ValueError("at least one time point is needed")
-    bad = [t for t in times if not 0.0 < t < 1.0]
-    if bad:
-        raise ValueError(f"time points must lie strictly between 0 and 1, got {bad}")
-    return ["interpolate", str(frame_a), str(frame_b), "--frames", "0", "1",
-            "--times", *(repr(float(t)) for t in times), *options.arguments(),
-            "--progress", "jsonl", "-o", str(output)]
-
-
 def sequence_arguments(sequence_file: Path, output: Path, options: EngineOptions, *,
                        factor: int | None = None, frames: tuple[int, int] | None = None,
                        times: Sequence[float] = ()) -> list[str]:
