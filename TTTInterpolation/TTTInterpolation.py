@@ -160,6 +160,7 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.frameBFromBrowserButton.connect("clicked()",
                                                 lambda: self.takeBrowserFrame("frameB"))
         self.ui.metricsTableWidget.connect("cellClicked(int,int)", self.onMetricsRowClicked)
+        self.ui.modelInfoLabel.text = logic.default_model_note()  # the weights' licence
         self.ui.metricsTableWidget.setColumnCount(len(logic.EVALUATION_COLUMNS))
         self.ui.metricsTableWidget.setHorizontalHeaderLabels(list(logic.EVALUATION_COLUMNS))
         self._probeTimer = qt.QTimer()

@@ -484,3 +484,10 @@ def test_logic_remaining_time() -> None:
     assert logic.remaining_seconds(30.0, 1.0) == 0.0
     assert logic.describe_timing(30.0, 90.0) == "30 s elapsed, about 1 min 30 s left"
     assert logic.describe_timing(3.0, None) == "3 s elapsed, estimating"
+
+
+def test_logic_names_the_default_model_and_its_licence() -> None:
+    """The panel shows the registry's default model with its weights' licence."""
+    note = logic.default_model_note()
+    assert note == "Default: acdc-uvinet, weights CC BY-NC-SA 4.0 (trained on ACDC images)"
+

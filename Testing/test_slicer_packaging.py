@@ -225,3 +225,19 @@ def test_every_engine_subpackage_is_installed_by_pip_and_slicer() -> None:
         assert any(fnmatch.fnmatch(name, p) for p in find["include"]), name
     text = (ROOT / "CMakeLists.txt").read_text()
     assert "GLOB_RECURSE TTTInterpolationLib_SCRIPTS" in text
+
+
+def test_slicer_extension_installs_the_licence_and_every_registered_model_card() -> None:
+    """A clinician who has only the installed extension can read what the weights are and
+    under which licence (the registry names each model's card)."""
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    block = cmake[cmake.index("set(TTTInterpolation_MODEL_CARDS"):]
+    installed = block[:block.index(")")].split()[1:]
+    assert "install(FILES LICENSE ${TTTInterpolation_MODEL_CARDS}" in cmake
+    registry = json.loads((ROOT / "TTTInterpolationLib" / "weights" / "Models.json").read_text())
+    for entry in registry["models"].values():
+        if entry.get("model_card"):
+            assert entry["model_card"] in installed
+    for path in installed:
+        assert (ROOT / path).is_file(), path
+

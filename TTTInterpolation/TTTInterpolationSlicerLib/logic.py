@@ -78,6 +78,17 @@ class PairTask:
     times: tuple[float, ...]
 
 
+def default_model_note() -> str:
+    """One line for the panel: the engine's default model and its weights' licence (from the
+    engine's registry, ``tttinterp describe``), so nobody uses non-commercial weights unaware."""
+    models = engine_module("contract").describe()["models"]
+    entry = next((e for e in models["entries"] if e["name"] == models["default"]), None)
+    if entry is None:
+        return "No default model registered: give a weights file."
+    licence = entry.get("license") or "licence not stated"
+    return f"Default: {entry['name']}, weights {licence}"
+
+
 def evenly_spaced(count: int) -> tuple[float, ...]:
     """``count`` fractions splitting (0, 1) into equal steps: 3 -> (0.25, 0.5, 0.75)."""
     if count < 1:
