@@ -6,7 +6,8 @@ each between two visible items. The visible frames are all the model, the adapta
 guards ever see. Per job:
 
 1. Every gap becomes a TTT :class:`~.models.ttt.Case` on the model grid (one joint intensity
-   window per pair, :mod:`.preprocess`).
+   window per pair, :mod:`.preprocess`), holding the job's through-plane axis: for a stack of
+   thick slices the motion stays in-plane (``FillJob.motion``, :mod:`.data.slices`).
 2. Held-in triplets of visible frames (:func:`held_in_triplets`): frame ``m`` predicted from
    ``p < m < q``, real intermediate-frame supervision at a coarser step. Two disjoint sets: one
    the ``frames`` task adapts on, one the guards score on.
