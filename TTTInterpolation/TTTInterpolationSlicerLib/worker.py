@@ -38,14 +38,21 @@ TRANSCRIPT_LINES = 5000  # the engine log shown in the panel: everything, up to 
 CANCEL_TIMEOUT = 3.0
 
 
+def add_engine_to_path(source_root: Path) -> None:
+    """Make ``TTTInterpolationLib`` importable in a source checkout.
+
+    An installed extension has the package next to the module (on ``sys.path``); a checkout
+    added through "Additional module paths" has it one folder above the module folder.
+    """
+    if importlib.util.find_spec(ENGINE_PACKAGE) is None and (source_root / ENGINE_PACKAGE).is_dir():
+        sys.path.append(str(source_root))
+
+
 def engine_module(name: str) -> Any:
     """One of the engine's pure-Python modules (``contract``, ``frame_pairs``: no torch, no
     numpy), imported from the package next to this module, or one folder above it in a source
     checkout: the module uses the engine's own choices and checks, never copies."""
-    if importlib.util.find_spec(ENGINE_PACKAGE) is None:
-        checkout = Path(__file__).resolve().parents[2]
-        if (checkout / ENGINE_PACKAGE).is_dir():
-            sys.path.append(str(checkout))
+    add_engine_to_path(Path(__file__).resolve().parents[2])
     return importlib.import_module(f"{ENGINE_PACKAGE}.{name}")
 
 
@@ -193,16 +200,6 @@ def engine_root() -> Path:
     if spec is None or spec.origin is None:
         raise RuntimeError(f"the {ENGINE_PACKAGE} package cannot be found on sys.path")
     return Path(spec.origin).resolve().parent.parent
-
-
-def add_engine_to_path(source_root: Path) -> None:
-    """Make ``TTTInterpolationLib`` importable in a source checkout.
-
-    An installed extension has the package next to the module (on ``sys.path``); a checkout
-    added through "Additional module paths" has it one folder above the module folder.
-    """
-    if importlib.util.find_spec(ENGINE_PACKAGE) is None and (source_root / ENGINE_PACKAGE).is_dir():
-        sys.path.append(str(source_root))
 
 
 def engine_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
