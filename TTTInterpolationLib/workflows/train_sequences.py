@@ -118,9 +118,12 @@ class TripletSampler:
 
     def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         """``(i0, i1, target, t)``: tensors ``(1, 1, *size)`` on the grid and ``t`` as ``(1,)``."""
+        return self._draw(rng)[0]
+
+    def _draw(self, rng: np.random.Generator) -> tuple[tuple[torch.Tensor, ...], int | None]:
+        """One sample and the held axis of the sequence it came from."""
         index = int(rng.integers(len(self.sequences)))
         seq = self.sequences[index]
-        self._last_axes.append(self.held_axes[index])
         gap = self.gap(rng, seq.shape[0])
         i = int(rng.integers(0, seq.shape[0] - gap))
         j = int(rng.integers(i + 1, i + gap))
@@ -129,13 +132,14 @@ class TripletSampler:
             if rng.random() < 0.5:
                 frames = [np.flip(f, axis) for f in frames]
         pair, target = prepare_triplet(frames[0], frames[1], frames[2], self.size)
-        return pair.i0, pair.i1, target, torch.tensor([(j - i) / gap], dtype=torch.float32)
+        t = torch.tensor([(j - i) / gap], dtype=torch.float32)
+        return (pair.i0, pair.i1, target, t), self.held_axes[index]
 
     def batch(self, rng: np.random.Generator, size: int) -> tuple[torch.Tensor, ...]:
-        """``size`` samples stacked along the batch axis."""
-        self._last_axes = []
-        samples = [self.sample(rng) for _ in range(size)]
-        return tuple(torch.cat(parts) for parts in zip(*samples, strict=True))
+        """``size`` samples stacked along the batch axis (their axes: :attr:`batch_axis`)."""
+        draws = [self._draw(rng) for _ in range(size)]
+        self._last_axes = [axis for _, axis in draws]
+        return tuple(torch.cat(parts) for parts in zip(*(d for d, _ in draws), strict=True))
 
     @property
     def batch_axis(self) -> int | None:
