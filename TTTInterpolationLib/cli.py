@@ -52,10 +52,17 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False,
                        many_schemes: bool = False, default_task: str | None = "none",
-                       default_help: str = "none", motion: bool = True) -> None:
+                       default_help: str = "none", motion: bool = True,
+                       many_methods: bool = False,
+                       methods: tuple[str, ...] = METHODS) -> None:
     g = p.add_argument_group("model and test-time training")
-    g.add_argument("--method", choices=METHODS, default="uvinet",
-                   help="uvinet (default) or plain linear blending of the two frames")
+    g.add_argument("--method", choices=methods, default=["uvinet"] if many_methods else "uvinet",
+                   nargs="+" if many_methods else None,
+                   help="uvinet (default), linear (plain linear blending of the two frames)"
+                   + (" or registration (motion fitted to the sequence's own frames by "
+                      "registering neighbouring frames; no network)"
+                      if "registration" in methods else "")
+                   + (" (several: rows of one table)" if many_methods else ""))
     g.add_argument("--ttt", choices=TASKS, default=[default_task] if many_tasks else default_task,
                    nargs="+" if many_tasks else None,
                    help="task adapted on at test time: the paper's rotation, mae, cycle, or "
@@ -116,7 +123,8 @@ def _note_untrained(args: argparse.Namespace, progress: Any) -> None:
     """Say plainly when UVI-Net runs untrained."""
     from .models.loading import UNTRAINED, UNTRAINED_NOTE, default_weights
 
-    if args.method != "uvinet":
+    methods = args.method if isinstance(args.method, list) else [args.method]
+    if "uvinet" not in methods:
         return
     if args.weights == UNTRAINED or (args.weights is None and default_weights() is None):
         print(f"tttinterp: note: {UNTRAINED_NOTE}", file=sys.stderr)
@@ -206,7 +214,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if ctx.is_main:
         _note_untrained(args, progress)
     model = None
-    if args.method == "uvinet":
+    if "uvinet" in args.method:
         from .models.loading import load_model
 
         model = load_model(args.weights, args.device, seed=args.seed,  # once for all protocols
@@ -369,7 +377,8 @@ def _add_evaluate_pairs_parser(sub: Any) -> None:
                    help="model grid: centre crop/zero-pad to this size (default "
                    f"{' '.join(map(str, DEFAULT_GRID_SIZE))})")
     p.add_argument("--json", default=None, help="also write the results to this .json file")
-    _add_model_options(p, many_tasks=True, many_schemes=True, motion=False)
+    _add_model_options(p, many_tasks=True, many_schemes=True, motion=False,
+                       methods=tuple(m for m in METHODS if m != "registration"))
     p.set_defaults(func=cmd_evaluate_pairs)
 
 
@@ -500,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", default=None, metavar="DIR",
                    help="also write every setting's predicted frames, per case, as .seq.nrrd "
                    "files into this folder (created; the --json report lists them)")
-    _add_model_options(p, many_tasks=True)
+    _add_model_options(p, many_tasks=True, many_methods=True)
     p.set_defaults(func=cmd_evaluate)
     _add_evaluate_pairs_parser(sub)
 

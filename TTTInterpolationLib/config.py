@@ -18,7 +18,7 @@ from .errors import InputError
 # them. This module imports nothing heavy (no torch, no numpy), so the CLI builds its parser
 # from these without loading torch, and the Slicer worker's own copies are checked against
 # them by Testing/test_worker.py.
-METHODS = ("uvinet", "linear")
+METHODS = ("uvinet", "linear", "registration")
 #: ``frames`` adapts on the patient's own frames (predict a visible frame from two others of the
 #: same sequence, :mod:`.models.ttt`); the other three are the paper's self-supervised tasks.
 TASKS = ("none", "rotation", "mae", "cycle", "frames")

@@ -19,7 +19,8 @@ FORMAT = "tttinterp-description"
 
 #: People's names of each choice (GUI text), per option, in the option's order.
 LABELS: dict[str, dict[str, str]] = {
-    "method": {"uvinet": "UVI-Net", "linear": "Linear blend (baseline)"},
+    "method": {"uvinet": "UVI-Net", "linear": "Linear blend (baseline)",
+               "registration": "Registration of neighbouring frames (no network)"},
     "ttt": {"none": "None (pretrained model)", "rotation": "Rotation prediction",
             "mae": "Masked autoencoder (MAE)", "cycle": "Cycle consistency",
             "frames": "The sequence's own frames"},

@@ -144,7 +144,8 @@ def demo(paths: dict[str, Path], out: Path) -> list[str]:
     return ["demo", "--out", str(out / "demo"), "--progress", "none", "--device", "cpu"]
 
 
-CHOICES = {"--method": ("uvinet", "linear"), "--ttt": ("none", "rotation", "mae", "cycle"),
+CHOICES = {"--method": ("uvinet", "linear", "registration"),
+           "--ttt": ("none", "rotation", "mae", "cycle"),
            "--scheme": ("online", "minibatch", "naive"), "--optimizer": ("adam", "adamw", "sgd"),
            "--adapt": ("auto", "features", "all"), "--device": ("auto", "cpu", "cuda", "mps"),
            "--progress": ("bar", "jsonl", "none")}

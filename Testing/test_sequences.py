@@ -141,7 +141,8 @@ def test_predictions_do_not_depend_on_hidden_frames(cine, protocol):
     settings = [EvalSetting("own frames", "uvinet", TTTConfig("frames", steps=2)),
                 EvalSetting("own frames, no guard", "uvinet",
                             TTTConfig("frames", steps=2, guard=False)),
-                EvalSetting("rotation", "uvinet", TTTConfig("rotation", steps=1))]
+                EvalSetting("rotation", "uvinet", TTTConfig("rotation", steps=1)),
+                EvalSetting("registration", "registration")]
     runs = []
     for seed in (None, 1):
         case = protocol_case(cine, protocol, 0, 5, "c")

@@ -357,7 +357,8 @@ def test_logic_evaluation_end_to_end(
         np.testing.assert_array_equal(sequences.array_ijk(truth.GetNthDataNode(item)),
                                       phantom.frames[item + 1])
     labels = [s.label for s in result.settings]
-    assert labels == ["linear blending", "UVI-Net", "UVI-Net + TTT rotation prediction"]
+    assert labels == ["linear blending", "registration", "UVI-Net",
+                      "UVI-Net + TTT rotation prediction"]
     a, b = (phantom.frames[i].astype(np.float64) for i in (0, 3))
     linear = result.settings[0].predictionSequence
     for item, t in enumerate((1 / 6, 1 / 2)):
@@ -469,7 +470,8 @@ def test_logic_evaluation_settings() -> None:
     settings = logic.evaluation_settings([TTTTask.CYCLE, TTTTask.NONE, TTTTask.CYCLE,
                                           TTTTask.MAE])
     assert [(s.method.value, s.ttt.value) for s in settings] == [
-        ("linear", "none"), ("uvinet", "none"), ("uvinet", "cycle"), ("uvinet", "mae")]
+        ("linear", "none"), ("registration", "none"), ("uvinet", "none"), ("uvinet", "cycle"),
+        ("uvinet", "mae")]
 
 
 @pytest.mark.parametrize(("seconds", "text"), [

@@ -249,7 +249,7 @@ def test_worker_evaluate_command_line_follows_engine_contract(tmp_path: Path) ->
     parsed = build_parser().parse_args(args)
     assert parsed.func.__name__ == "cmd_evaluate"
     # Every method is compared: method and task of the options do not leak in.
-    assert (parsed.method, parsed.ttt) == ("uvinet", ["rotation", "cycle"])
+    assert (parsed.method, parsed.ttt) == (["registration", "uvinet"], ["rotation", "cycle"])
     assert (parsed.frames, parsed.steps, parsed.seed, parsed.lr) == ([[0, 3]], 4, 5, 1e-4)
     assert (parsed.progress, parsed.json) == ("jsonl", str(tmp_path / "scores.json"))
 

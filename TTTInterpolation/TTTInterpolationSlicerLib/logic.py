@@ -512,8 +512,10 @@ class EvaluationSetting:
 
 
 def evaluation_settings(tasks: Sequence[TTTTask]) -> list[EvaluationSetting]:
-    """Linear blending, UVI-Net, then UVI-Net + each task: the rows the engine's evaluate makes."""
+    """Linear blending, registration, UVI-Net, then UVI-Net + each task: the rows the engine's
+    evaluate makes."""
     settings = [EvaluationSetting("linear blending", Method.LINEAR),
+                EvaluationSetting("registration", Method.REGISTRATION),
                 EvaluationSetting("UVI-Net", Method.UVINET)]
     for task in dict.fromkeys(tasks):
         if task is not TTTTask.NONE:

@@ -164,13 +164,15 @@ def evaluate_arguments(sequence_file: Path, frames: tuple[int, int],
     """Arguments of the engine's ``evaluate`` for one pair of frames of a sequence file.
 
     The engine hides the frames between ``frames``, predicts them with linear blending,
-    UVI-Net and UVI-Net + each of ``tasks`` (in that order, one table row each) and writes
+    registration, UVI-Net and UVI-Net + each of ``tasks`` (in that order, one table row each)
+    and writes
     the rows to ``output_json``; with ``predictions`` (a folder) also each setting's frames,
     listed in the report. ``options.method`` and ``options.ttt`` are not used: an evaluation
     always compares all of these.
     """
     a, b = frames  # checked by the caller (frame_pairs.frames_between), as the engine does
-    return ["evaluate", str(sequence_file), "--frames", str(a), str(b), "--method", "uvinet",
+    return ["evaluate", str(sequence_file), "--frames", str(a), str(b),
+            "--method", "registration", "uvinet",
             "--ttt", *dict.fromkeys(t.value for t in tasks or [TTTTask.NONE]),
             *options.shared_arguments(), "--progress", "jsonl", "--json", str(output_json),
             *(["--predictions", str(predictions)] if predictions is not None else [])]

@@ -104,7 +104,7 @@ def evaluate_cases(cases: Sequence[EvalCase], settings: Sequence[EvalSetting], *
     for k, setting in enumerate(settings):
         sub = SubProgress(progress, k / len(settings), (k + 1) / len(settings))
         start = time.perf_counter()
-        results = fill(jobs, setting.method, setting.ttt, loaded, sub)
+        results = fill(jobs, setting.method, setting.ttt, loaded, sub, device)
         seconds = (time.perf_counter() - start) / len(cases)
         predicted = [[f for gap in r.frames for f in gap] for r in results]
         if on_frames is not None:

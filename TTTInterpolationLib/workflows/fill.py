@@ -11,9 +11,10 @@ guards ever see. Per job:
 2. Held-in triplets of visible frames (:func:`held_in_triplets`): frame ``m`` predicted from
    ``p < m < q``, real intermediate-frame supervision at a coarser step. Two disjoint sets: one
    the ``frames`` task adapts on, one the guards score on.
-3. ``method="linear"``: linear blending. ``frames`` task: one adaptation per job on its
-   triplets (the scheme runs across jobs), then every gap. The paper's tasks (rotation, MAE,
-   cycle) adapt per gap, as the paper does per pair.
+3. ``method="linear"``: linear blending; ``method="registration"``: motion fitted to the
+   job's visible frames, no network (:mod:`.models.fitted_motion`). ``frames`` task: one
+   adaptation per job on its triplets (the scheme runs across jobs), then every gap. The
+   paper's tasks (rotation, MAE, cycle) adapt per gap, as the paper does per pair.
 4. The linear guard (``TTTConfig.guard``), for jobs whose gaps tile the visible sequence
    (upsampling, every-k-th-frame protocols): where the model's frames on the check triplets
    are worse than linear blending of them, the job's gaps are filled by linear blending. There
@@ -38,11 +39,13 @@ from ..config import TTTConfig
 from ..data.model_grid import GridMapping, plan_mapping
 from ..data.preprocess import PreparedPair, prepare_pair, prepare_triplet
 from ..data.slices import through_plane_axis
+from ..models.fitted_motion import fill_gaps
 from ..models.loading import LoadedModel
 from ..models.ttt import Case, Triplet, adapt_and_apply, held_in_psnr, predict
 from ..models.ttt_model import TTTModel
 from ..nn.networks import motion_held_along
-from ..runtime.progress import NullProgress, Progress
+from ..runtime.device import resolve_device
+from ..runtime.progress import NullProgress, Progress, SubProgress
 from ..volume import Sequence4D
 
 #: Held-in triplets drawn per job (a seeded choice among all that qualify).
@@ -106,7 +109,7 @@ class FillResult:
     """Per gap, the new frames (input grid and units); what filled them and why."""
 
     frames: list[list[np.ndarray]]
-    used: str  # "model", "linear" (asked for) or "linear (guard)"
+    used: str  # "model", "registration", "linear" (asked for) or "linear (guard)"
     held_in: dict[str, float] = field(default_factory=dict)  # check PSNR: model, linear
 
 
@@ -201,14 +204,19 @@ def _prepare_job(job: FillJob, seed: int, with_triplets: bool) -> _PreparedJob:
 
 
 def fill(jobs: Sequence[FillJob], method: str, config: TTTConfig,
-         loaded: LoadedModel | None, progress: Progress | None = None) -> list[FillResult]:
-    """Fill every gap of every job (see the module docstring for the steps)."""
+         loaded: LoadedModel | None, progress: Progress | None = None,
+         device: str | torch.device = "auto") -> list[FillResult]:
+    """Fill every gap of every job (see the module docstring for the steps). ``device`` runs
+    ``method="registration"`` (a model runs on its own device)."""
     progress = progress or NullProgress()
     if method == "linear":
         prepared = [[prepare_gap(job.visible.frames[g.a], job.visible.frames[g.b], g.times)
                      for g in job.gaps] for job in jobs]
         progress.update("predict", 1.0, "linear blending")
         return [FillResult([p.blend() for p in gaps], "linear") for gaps in prepared]
+    if method == "registration":
+        where = device if isinstance(device, torch.device) else resolve_device(device)
+        return _fill_registered(jobs, where, progress)
     if loaded is None:
         raise ValueError("filling with a model needs a loaded model")
     resolved = config.resolved()
@@ -221,6 +229,18 @@ def fill(jobs: Sequence[FillJob], method: str, config: TTTConfig,
     if own_frames:
         return _fill_adapting_per_job(prepared, resolved, loaded.model, progress)
     return _fill_per_gap(prepared, resolved, loaded.model, progress)
+
+
+def _fill_registered(jobs: Sequence[FillJob], device: torch.device,
+                     progress: Progress) -> list[FillResult]:
+    """Motion fitted to each job's visible frames (:mod:`.models.fitted_motion`)."""
+    results = []
+    for k, job in enumerate(jobs):
+        sub = SubProgress(progress, k / len(jobs), (k + 1) / len(jobs))
+        frames = fill_gaps(job.visible.frames, [(g.a, g.b, g.times) for g in job.gaps],
+                           job.visible.index_values, job.held_axis, device, progress=sub)
+        results.append(FillResult(frames, "registration"))
+    return results
 
 
 def _guarded(model: TTTModel, job: _PreparedJob, frames: list[list[torch.Tensor]],

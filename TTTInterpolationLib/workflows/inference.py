@@ -89,7 +89,7 @@ def interpolate(
     pair = Sequence4D(np.stack([f0, f1]))
     job = FillJob(pair, [Gap(0, 1, tuple(times))], mapping=plan_mapping(f0.shape), motion=motion)
     model = _model(method, config, model, weights, device, flow_resolution, progress)
-    return _fill(job, method, config, model, progress).frames[0]
+    return _fill(job, method, config, model, progress, device).frames[0]
 
 
 def _model(method: str, config: TTTConfig, model: LoadedModel | None,
@@ -110,10 +110,10 @@ def _model(method: str, config: TTTConfig, model: LoadedModel | None,
 
 
 def _fill(job: FillJob, method: str, config: TTTConfig, model: LoadedModel | None,
-          progress: Progress | None) -> FillResult:
+          progress: Progress | None, device: str = "auto") -> FillResult:
     """One job through :func:`.fill.fill` (after the model load's share of the progress)."""
-    return fill([job], method, config, model, SubProgress(progress or NullProgress(), 0.05,
-                                                          1.0))[0]
+    return fill([job], method, config, model,
+                SubProgress(progress or NullProgress(), 0.05, 1.0), device)[0]
 
 
 def outside_job(seq: Sequence4D, a: int, b: int, times: Sequence[float],
@@ -152,7 +152,7 @@ def interpolate_sequence(seq: Sequence4D | CheckedRequest, frames: tuple[int, in
     a, b = request.pairs[0]
     model = _model(method, config, model, weights, device, flow_resolution, progress)
     out = _fill(outside_job(request.seq, a, b, times, request.mapping, motion), method, config,
-                model, progress).frames[0]
+                model, progress, device).frames[0]
     va, vb = request.seq.index_values[a], request.seq.index_values[b]
     return Sequence4D(np.stack(out), request.seq.geometry, [va + t * (vb - va) for t in times],
                       request.seq.index_name, request.seq.index_unit)
@@ -221,7 +221,7 @@ def upsample_sequence(seq: Sequence4D, factor: int, *, method: str = "uvinet",
     gaps = [Gap(i, i + 1, times) for i in range(seq.num_frames - 1)]
     model = _model(method, config, model, weights, device, flow_resolution, progress)
     result = _fill(FillJob(seq, gaps, mapping=mapping, motion=motion), method, config, model,
-                   progress)
+                   progress, device)
     values = seq.index_values or []
     frames: list[np.ndarray] = []
     index: list[float] = []

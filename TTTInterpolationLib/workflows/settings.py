@@ -27,18 +27,24 @@ class EvalSetting:
 
 
 def evaluation_settings(baseline: EvalSetting, tasks: Iterable[str] = ("none",),
-                        schemes: Iterable[str] = ("online",), method: str = "uvinet",
+                        schemes: Iterable[str] = ("online",),
+                        method: str | Iterable[str] = "uvinet",
                         **ttt_options: Any) -> list[EvalSetting]:
-    """``baseline``, then (for ``method="uvinet"``) UVI-Net and one row per TTT task x scheme.
+    """``baseline``, then a ``registration`` row where ``method`` names it, then (where it
+    names ``uvinet``) UVI-Net and one row per TTT task x scheme.
 
-    ``ttt_options`` are further :class:`TTTConfig` fields (steps, lr, optimizer, adapt, seed);
-    ``None`` values take the defaults (:meth:`TTTConfig.with_options`). Repeated tasks or
-    schemes give one row; task ``none`` is the plain UVI-Net row. Labels read
-    ``UVI-Net + TTT <task> (<scheme>)``.
+    ``method`` is one method or several. ``ttt_options`` are further :class:`TTTConfig`
+    fields (steps, lr, optimizer, adapt, seed); ``None`` values take the defaults
+    (:meth:`TTTConfig.with_options`). Repeated tasks or schemes give one row; task ``none`` is
+    the plain UVI-Net row. Labels read ``UVI-Net + TTT <task> (<scheme>)``.
     """
-    _check_choice("method", method, METHODS)
+    methods = (method,) if isinstance(method, str) else tuple(method)
+    for name in methods:
+        _check_choice("method", name, METHODS)
     settings = [baseline]
-    if method != "uvinet":
+    if "registration" in methods:
+        settings.append(EvalSetting("registration", "registration"))
+    if "uvinet" not in methods:
         return settings
     settings.append(EvalSetting("UVI-Net", "uvinet", TTTConfig.from_options(**ttt_options)))
     for task in dict.fromkeys(t for t in tasks if t != "none"):

@@ -1,0 +1,191 @@
+"""Motion fitted to one sequence: registration of neighbouring frames, trajectories quadratic
+in time (``--method registration``; no network, no weights).
+
+Why: between neighbouring frames of cine MRI the heart moves a few pixels, and UVI-Net,
+trained on end-diastole -> end-systole pairs, finds less of that motion than a registration
+of the two frames themselves (keep every 2nd frame of ACDC validation: network -0.08 dB,
+this +0.27 dB against linear blending; docs/acdc4d-headroom.md §8). The sequence's other
+frames also say how the motion bends in time: with the frame beyond each end of a gap, the
+trajectory through three frames is quadratic, not linear (QVI's idea, on fitted fields).
+
+For the frames of one sequence (visible frames only) and the gaps to fill between them:
+
+1. The frames, min-max normalised over the sequence, on their own grid.
+2. For every gap ``(a, b)``: smooth displacement fields with ``warp(x_a, B[a->b]) ~ x_b``
+   and ``warp(x_b, B[b->a]) ~ x_a``; where the frame ``a'`` beyond ``a`` (away from ``b``)
+   lies between :data:`NEIGHBOUR_RANGE` gap lengths away, ``B[a->a']`` as well (and so for
+   ``b``). Each field minimises the mean squared difference plus :data:`SMOOTHNESS` x the
+   mean squared differences of its parameters (Adam, :data:`STEPS` steps), parameters at
+   1 / :data:`COARSENING` of the resolution; along a held (through-plane) axis the
+   parameters keep every slice and the displacement is zero (:mod:`.data.slices`).
+3. A frame at fraction ``t``: from ``a`` the displacement quadratic in time through
+   ``B[a->a']``, zero and ``B[a->b]`` (linear in time where there is no ``a'``), scaled fields
+   on the target grid as UVI-Net scales its flows; from ``b`` likewise; the two warped frames
+   blended ``(1 - t, t)``.
+
+Where nothing moves, the fields stay zero and the result is linear blending exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..nn.warp import warp
+from ..runtime.progress import NullProgress, Progress
+
+#: Adam steps per field, the learning rate, the parameters' coarsening and the smoothness
+#: weight, chosen on ACDC validation 081-083 at x2 (docs/acdc4d-headroom.md §8).
+STEPS = 100
+LEARNING_RATE = 0.1
+COARSENING = 2
+SMOOTHNESS = 0.2
+#: A neighbour beyond a gap's end bends the trajectory only if it lies this many gap lengths
+#: away (a much closer or farther frame makes the curvature an extrapolation).
+NEIGHBOUR_RANGE = (0.5, 2.0)
+#: Adam divides each gradient by its own size, so a gradient of rounding noise would move a
+#: field as fast as a real one: the warp of a still frame differs from the frame by ~1e-7,
+#: which moved fields of identical frames by 0.1 voxel in 20 steps. The loss is summed over
+#: the voxels (gradients of real motion ~1e-2, independent of the volume's size) and an
+#: ``eps`` far above rounding but far below those keeps still frames still.
+ADAM_EPS = 1e-4
+#: Voxels fitted at once (fields are independent; chunks bound the memory, not the result).
+CHUNK_VOXELS = 2**24
+
+
+class FittedFields:
+    """Fields fitted between pairs of one sequence's frames, kept at their parameters'
+    resolution (a full-resolution field is made when a frame needs it)."""
+
+    def __init__(self, shape: tuple[int, int, int], held_axis: int | None) -> None:
+        self.shape = shape
+        self.held_axis = held_axis
+        self.free = [axis for axis in range(3) if axis != held_axis]
+        self.coarse = tuple(size if axis == held_axis else max(1, size // COARSENING)
+                            for axis, size in enumerate(shape))
+        self.params: dict[tuple[int, int], torch.Tensor] = {}
+
+    def full(self, params: torch.Tensor) -> torch.Tensor:
+        """``(P, 3, *shape)`` displacement in voxels from ``(P, len(free), *coarse)``."""
+        up = F.interpolate(params, size=self.shape, mode="trilinear",
+                           align_corners=False) * COARSENING
+        zero = torch.zeros_like(up[:, :1])
+        parts = [up[:, self.free.index(axis):self.free.index(axis) + 1]
+                 if axis in self.free else zero for axis in range(3)]
+        return torch.cat(parts, dim=1)
+
+    def field(self, source: int, target: int) -> torch.Tensor:
+        """``(1, 3, *shape)``: ``warp(x[source], field) ~ x[target]``."""
+        return self.full(self.params[(source, target)][None])
+
+    def roughness(self, params: torch.Tensor) -> torch.Tensor:
+        """Per field, the mean squared differences of neighbouring parameters along the free
+        axes (slices along a held axis are independent)."""
+        total = params.new_zeros(params.shape[0])
+        for axis in self.free:
+            diff = params.diff(dim=2 + axis)
+            total = total + diff.pow(2).flatten(1).mean(dim=1)
+        return total
+
+
+def fit_fields(frames: torch.Tensor, pairs: Sequence[tuple[int, int]],
+               held_axis: int | None = None, steps: int = STEPS,
+               progress: Progress | None = None) -> FittedFields:
+    """Fit one field per ``(source, target)`` pair of ``frames`` ``(N, 1, D1, D2, D3)``.
+
+    Each field's loss is its own, summed over its voxels (so a field's result does not
+    depend on which chunk it was fitted in, nor its gradients on the volume's size).
+    """
+    progress = progress or NullProgress()
+    shape = tuple(int(s) for s in frames.shape[2:])
+    fields = FittedFields(shape, held_axis)  # type: ignore[arg-type]
+    pairs = list(dict.fromkeys(pairs))
+    voxels = int(np.prod(shape))
+    chunk = max(1, CHUNK_VOXELS // voxels)
+    for start in range(0, len(pairs), chunk):
+        part = pairs[start:start + chunk]
+        sources = frames[[s for s, _ in part]]
+        targets = frames[[t for _, t in part]]
+        params = torch.zeros(len(part), len(fields.free), *fields.coarse, device=frames.device,
+                             dtype=frames.dtype, requires_grad=True)
+        optimizer = torch.optim.Adam([params], lr=LEARNING_RATE, eps=ADAM_EPS)
+        # Adam's normalised steps jitter around the optimum at the scale of the learning rate;
+        # decayed to zero, the fields settle instead.
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        for step in range(steps):
+            residual = warp(sources, fields.full(params)) - targets
+            loss = voxels * (residual.pow(2).flatten(1).mean(dim=1)
+                             + SMOOTHNESS * fields.roughness(params)).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if step % 10 == 0:
+                done = (start + (step + 1) / steps * len(part)) / len(pairs)
+                progress.update("fit", done, f"fitting motion: fields {start + 1}-"
+                                f"{start + len(part)} of {len(pairs)}")
+        for k, pair in enumerate(part):
+            fields.params[pair] = params[k].detach()
+    return fields
+
+
+def quadratic(near: torch.Tensor, far: torch.Tensor | None, tau_far: float,
+              tau: float) -> torch.Tensor:
+    """Displacement at ``tau`` (gap lengths from the source frame) of a trajectory through
+    zero at 0, ``near`` at 1 and ``far`` at ``tau_far`` (< 0); linear without ``far``."""
+    if far is None:
+        return tau * near
+    return (near * (tau * (tau - tau_far) / (1.0 - tau_far))
+            + far * (tau * (tau - 1.0) / (tau_far * (tau_far - 1.0))))
+
+
+def _beyond(values: Sequence[float], a: int, b: int) -> tuple[int, float] | None:
+    """The frame beyond ``a`` (away from ``b``) and its place in gap lengths (negative), if it
+    lies within :data:`NEIGHBOUR_RANGE`."""
+    other = a - (1 if b > a else -1)
+    if not 0 <= other < len(values):
+        return None
+    ratio = abs(values[other] - values[a]) / abs(values[b] - values[a])
+    low, high = NEIGHBOUR_RANGE
+    return (other, -ratio) if low <= ratio <= high else None
+
+
+def fill_gaps(frames: np.ndarray, gaps: Sequence[tuple[int, int, Sequence[float]]],
+              values: Sequence[float] | None = None, held_axis: int | None = None,
+              device: torch.device | str = "cpu", steps: int = STEPS,
+              progress: Progress | None = None) -> list[list[np.ndarray]]:
+    """Frames at fractions ``t`` of each gap ``(a, b, times)`` of ``frames`` ``(N, D1, D2, D3)``
+    (index values ``values``; default ``0..N-1``), in the frames' units (module docstring)."""
+    progress = progress or NullProgress()
+    values = list(values) if values is not None else list(range(len(frames)))
+    low, high = float(frames.min()), float(frames.max())
+    scale = high - low if high > low else 1.0
+    x = torch.from_numpy(((frames.astype(np.float32) - low) / scale)[:, None]).to(device)
+    ends = {g[:2]: (_beyond(values, g[0], g[1]), _beyond(values, g[1], g[0])) for g in gaps}
+    pairs: list[tuple[int, int]] = []
+    for (a, b), (far_a, far_b) in ends.items():
+        pairs += [(a, b), (b, a)]
+        pairs += [(a, far_a[0])] if far_a else []
+        pairs += [(b, far_b[0])] if far_b else []
+    fields = fit_fields(x, pairs, held_axis, steps, progress)
+    out = []
+    with torch.no_grad():
+        for a, b, times in gaps:
+            far_a, far_b = ends[(a, b)]
+            near_a, near_b = fields.field(a, b), fields.field(b, a)
+            bend_a = fields.field(a, far_a[0]) if far_a else None
+            bend_b = fields.field(b, far_b[0]) if far_b else None
+            frames_t = []
+            for t in times:
+                from_a = warp(x[a:a + 1], quadratic(near_a, bend_a, far_a[1] if far_a else 0.0,
+                                                     t))
+                from_b = warp(x[b:b + 1], quadratic(near_b, bend_b, far_b[1] if far_b else 0.0,
+                                                     1.0 - t))
+                frame = ((1.0 - t) * from_a + t * from_b)[0, 0].double().cpu().numpy()
+                frames_t.append((low + frame * scale).astype(np.float32))
+            out.append(frames_t)
+    progress.update("fit", 1.0, "motion fitted")
+    return out

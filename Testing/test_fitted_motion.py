@@ -1,0 +1,123 @@
+"""Motion fitted to a sequence's own frames (``--method registration``): the trajectory, the
+fields, and the method through every workflow and the command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import TTTInterpolationLib as tl
+from TTTInterpolationLib.models import fitted_motion
+from TTTInterpolationLib.models.fitted_motion import fill_gaps, fit_fields, quadratic
+from TTTInterpolationLib.volume import Sequence4D
+from TTTInterpolationLib.workflows.evaluation import evaluate_cases
+from TTTInterpolationLib.workflows.protocols import protocol_case
+from TTTInterpolationLib.workflows.settings import EvalSetting
+
+SHAPE = (40, 40, 4)  # a stack of four thick slices: motion in-plane (axis 2 held)
+
+
+def moving_disc(positions: list[float], shape: tuple[int, int, int] = SHAPE) -> np.ndarray:
+    """A textured disc in every slice, centred at ``x = positions[k]`` in frame ``k``."""
+    x, y = np.meshgrid(np.arange(shape[0], dtype=np.float64),
+                       np.arange(shape[1], dtype=np.float64), indexing="ij")
+    frames = []
+    for p in positions:
+        r = np.sqrt((x - p) ** 2 + (y - shape[1] / 2) ** 2)
+        body = 1.0 / (1.0 + np.exp((r - 9.0) * 1.5))
+        texture = 0.6 + 0.3 * np.sin((x - p) * 0.3) * np.cos(y * 0.25)
+        frames.append(np.repeat((100.0 * body * texture)[..., None], shape[2], axis=2))
+    return np.stack(frames).astype(np.float32)
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 100.0) -> float:
+    return float(10 * np.log10(peak**2 / np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+def test_the_trajectory_runs_through_its_three_frames():
+    near, far = torch.full((1, 3, 2, 2, 2), 2.0), torch.full((1, 3, 2, 2, 2), -1.5)
+    assert torch.equal(quadratic(near, far, -1.0, 0.0), torch.zeros_like(near))
+    torch.testing.assert_close(quadratic(near, far, -1.0, 1.0), near)
+    torch.testing.assert_close(quadratic(near, far, -0.7, -0.7), far)
+    torch.testing.assert_close(quadratic(near, None, 0.0, 0.25), 0.25 * near)
+    # A steady motion (far = -near at -1) stays linear in time.
+    torch.testing.assert_close(quadratic(near, -near, -1.0, 0.4), 0.4 * near)
+
+
+def test_where_nothing_moves_it_is_linear_blending():
+    """Identical frames: blending, but for Adam's last jitter (well under 0.01 voxel). Frames
+    apart only by noise (1 % of the range): the fields stay near zero, so the frames stay
+    within a fraction of the noise of blending."""
+    still = moving_disc([20.0] * 4)
+    out = fill_gaps(still, [(1, 2, (0.25, 0.5))], held_axis=2)
+    for frame in out[0]:
+        assert psnr(frame, still[1]) > 60.0
+    noisy = still + np.random.default_rng(0).normal(0.0, 1.0, still.shape).astype(np.float32)
+    out = fill_gaps(noisy, [(1, 2, (0.25, 0.5))], held_axis=2)
+    for t, frame in zip((0.25, 0.5), out[0], strict=True):
+        blend = (1 - t) * noisy[1].astype(np.float64) + t * noisy[2]
+        assert psnr(frame, blend) > 45.0
+
+
+def test_it_follows_motion_that_linear_blending_smears_and_bends_with_the_neighbours():
+    """An accelerating disc (x = 10 + 0.3 k^2 in frame k): every 2nd frame kept; the fitted
+    motion beats blending, and the quadratic trajectory beats motion linear in time."""
+    positions = [10.0 + 0.3 * k * k for k in range(7)]
+    seq = moving_disc(positions)
+    kept, hidden = seq[::2], seq[1::2]
+    gaps = [(k, k + 1, (0.5,)) for k in range(len(kept) - 1)]
+    fitted = [f[0] for f in fill_gaps(kept, gaps, held_axis=2)]
+    blended = [0.5 * kept[k] + 0.5 * kept[k + 1] for k in range(len(kept) - 1)]
+    linear_in_time = [f[0] for f in fill_gaps(kept[1:3], [(0, 1, (0.5,))], held_axis=2)]
+    scores = {name: [psnr(p, h) for p, h in zip(preds, hidden, strict=False)]
+              for name, preds in (("fitted", fitted), ("blend", blended))}
+    assert all(f > b + 3.0 for f, b in zip(scores["fitted"], scores["blend"], strict=True))
+    assert scores["fitted"][1] > psnr(linear_in_time[0], hidden[1]) + 1.0
+
+
+def test_fields_hold_the_through_plane_axis_still_and_do_not_depend_on_the_chunking(
+        monkeypatch):
+    frames = torch.from_numpy(moving_disc([12.0, 15.0, 19.0]) / 100.0)[:, None]
+    pairs = [(0, 1), (1, 0), (1, 2)]
+    whole = fit_fields(frames, pairs, held_axis=2, steps=15)
+    field = whole.field(0, 1)
+    assert float(field[:, 2].abs().max()) == 0.0 and float(field[:, 0].abs().max()) > 0.5
+    monkeypatch.setattr(fitted_motion, "CHUNK_VOXELS", int(np.prod(SHAPE)))  # one at a time
+    chunked = fit_fields(frames, pairs, held_axis=2, steps=15)
+    for pair in pairs:
+        torch.testing.assert_close(whole.params[pair], chunked.params[pair], atol=1e-5,
+                                   rtol=1e-4)
+
+
+def test_every_workflow_takes_the_method_and_evaluation_gives_it_a_row():
+    seq = Sequence4D(moving_disc([10.0 + 2.0 * k for k in range(5)]))
+    upsampled = tl.upsample_sequence(seq, 2, method="registration", device="cpu")
+    assert upsampled.num_frames == 9 and upsampled.index_values[1] == pytest.approx(0.5)
+    between = tl.interpolate(seq.frames[0], seq.frames[2], [0.5], method="registration")
+    assert between[0].shape == SHAPE
+    case = protocol_case(seq, "x2", name="disc")
+    evaluation = evaluate_cases([case], [EvalSetting("linear", "linear"),
+                                         EvalSetting("registration", "registration")])
+    linear, fitted = evaluation.rows
+    assert fitted["filled_by"] == {"registration": 1} and fitted["ttt"] is None
+    assert fitted["PSNR_seq"] > linear["PSNR_seq"] + 3.0
+
+
+def test_evaluate_runs_several_methods_in_one_table_and_evaluate_pairs_refuses_it(tmp_path):
+    seq = Sequence4D(moving_disc([10.0 + 2.0 * k for k in range(5)]))
+    path = tmp_path / "disc.seq.nrrd"
+    tl.write_4d(path, seq)
+    run = subprocess.run([sys.executable, "-m", "TTTInterpolationLib", "evaluate", str(path),
+                          "--frames", "0", "2", "--method", "linear", "registration",
+                          "--progress", "none"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split()[0] for line in run.stdout.splitlines() if line.strip()]
+    assert "registration" in rows and "UVI-Net" not in rows
+    refused = subprocess.run([sys.executable, "-m", "TTTInterpolationLib", "evaluate-pairs",
+                              str(tmp_path), "--method", "registration"], capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2 and "invalid choice" in refused.stderr
