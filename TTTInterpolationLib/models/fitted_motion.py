@@ -81,6 +81,15 @@ class FittedFields:
         """``(1, 3, *shape)``: ``warp(x[source], field) ~ x[target]``."""
         return self.full(self.params[(source, target)][None])
 
+    def warp(self, image: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+        """``image`` warped by ``field``: bicubic within the slices of a stack, in the fit as
+        in the new frames (a frame moved by a fraction of a pixel stays sharp; with bilinear
+        sampling ACDC validation x2 lost 0.17 dB and one case fell from +0.38 to -0.23 dB
+        against blending), else trilinear."""
+        if self.held_axis is None:
+            return warp(image, field)
+        return warp(image, field, "bicubic", held_axis=self.held_axis)
+
     def roughness(self, params: torch.Tensor) -> torch.Tensor:
         """Per field, the mean squared differences of neighbouring parameters along the free
         axes (slices along a held axis are independent)."""
@@ -116,7 +125,7 @@ def fit_fields(frames: torch.Tensor, pairs: Sequence[tuple[int, int]],
         # decayed to zero, the fields settle instead.
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         for step in range(steps):
-            residual = warp(sources, fields.full(params)) - targets
+            residual = fields.warp(sources, fields.full(params)) - targets
             loss = voxels * (residual.pow(2).flatten(1).mean(dim=1)
                              + SMOOTHNESS * fields.roughness(params)).sum()
             optimizer.zero_grad()
@@ -180,10 +189,10 @@ def fill_gaps(frames: np.ndarray, gaps: Sequence[tuple[int, int, Sequence[float]
             bend_b = fields.field(b, far_b[0]) if far_b else None
             frames_t = []
             for t in times:
-                from_a = warp(x[a:a + 1], quadratic(near_a, bend_a, far_a[1] if far_a else 0.0,
-                                                     t))
-                from_b = warp(x[b:b + 1], quadratic(near_b, bend_b, far_b[1] if far_b else 0.0,
-                                                     1.0 - t))
+                from_a = fields.warp(x[a:a + 1], quadratic(near_a, bend_a,
+                                                           far_a[1] if far_a else 0.0, t))
+                from_b = fields.warp(x[b:b + 1], quadratic(near_b, bend_b,
+                                                           far_b[1] if far_b else 0.0, 1.0 - t))
                 frame = ((1.0 - t) * from_a + t * from_b)[0, 0].double().cpu().numpy()
                 frames_t.append((low + frame * scale).astype(np.float32))
             out.append(frames_t)

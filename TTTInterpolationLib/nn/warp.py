@@ -23,18 +23,23 @@ def _identity_grid(shape: tuple[int, int, int], like: torch.Tensor) -> torch.Ten
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0).unsqueeze(0)
 
 
-WARP_MODES = ("bilinear", "nearest")
+WARP_MODES = ("bilinear", "nearest", "bicubic")
 
 
-def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear",
+         held_axis: int | None = None) -> torch.Tensor:
     """Sample ``image`` at ``x + flow(x)``.
 
     Args:
         image: ``(B, C, D1, D2, D3)``.
         flow: ``(B, 3, D1, D2, D3)`` displacement in voxels (same spatial size as ``image``).
-        mode: ``"bilinear"`` (trilinear on volumes, the default for images) or ``"nearest"``
+        mode: ``"bilinear"`` (trilinear on volumes, the default for images), ``"nearest"``
             (each output voxel copies one input voxel, so a label map stays a label map: warping
-            segmentations must not blend class numbers).
+            segmentations must not blend class numbers) or ``"bicubic"`` (in-plane only, below).
+        held_axis: a spatial axis (0-2) the flow does not move along (its component there is
+            ignored): each slice across it is sampled in 2D. Needed for ``"bicubic"`` (PyTorch
+            samples bicubically in 2D only), whose sharper kernel keeps a frame moved by a
+            fraction of a pixel from being smoothed as linear interpolation smooths it.
 
     Returns:
         ``(B, C, D1, D2, D3)`` warped image; samples outside the volume read zero.
@@ -46,6 +51,10 @@ def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> tor
             f"flow must have shape (B, 3, {', '.join(map(str, image.shape[2:]))}) to warp an "
             f"image of shape {tuple(image.shape)}, got {tuple(flow.shape)}"
         )
+    if held_axis is not None:
+        return _warp_slices(image, flow, mode, held_axis)
+    if mode == "bicubic":
+        raise ValueError("bicubic warping samples slices in 2D: give the held_axis")
     with float32_region(flow.device):  # sub-voxel positions need float32 under autocast
         image, flow = at_least_float32(image), at_least_float32(flow)
         shape = tuple(int(s) for s in image.shape[2:])
@@ -56,6 +65,31 @@ def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> tor
                              dtype=flow.dtype).view(1, 3, 1, 1, 1)
         grid = (positions * scale - 1.0).permute(0, 2, 3, 4, 1).flip(-1)
         return _grid_sample_all_threads(image, grid, mode)
+
+
+def _warp_slices(image: torch.Tensor, flow: torch.Tensor, mode: str,
+                 held_axis: int) -> torch.Tensor:
+    """:func:`warp` of every slice across ``held_axis`` in 2D (the slices as a batch)."""
+    if held_axis not in (0, 1, 2):
+        raise ValueError(f"held_axis must be 0, 1 or 2, got {held_axis}")
+    with float32_region(flow.device):
+        image, flow = at_least_float32(image), at_least_float32(flow)
+        batch, channels = image.shape[:2]
+        free = [axis for axis in range(3) if axis != held_axis]
+        # (B, C, D1, D2, D3) -> (B * held, C, free0, free1): the held axis joins the batch.
+        order = (0, 2 + held_axis, 1, 2 + free[0], 2 + free[1])
+        slices = image.permute(order).reshape(-1, channels, *(image.shape[2 + a] for a in free))
+        moves = flow[:, free].permute(order).reshape(-1, 2, *slices.shape[2:])
+        size = slices.shape[2:]
+        axes = [torch.arange(s, device=flow.device, dtype=flow.dtype) for s in size]
+        positions = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)[None] + moves
+        scale = torch.tensor([2.0 / max(s - 1, 1) for s in size], device=flow.device,
+                             dtype=flow.dtype).view(1, 2, 1, 1)
+        grid = (positions * scale - 1.0).permute(0, 2, 3, 1).flip(-1)
+        out = F.grid_sample(slices, grid, mode=mode, padding_mode="zeros", align_corners=True)
+        held = image.shape[2 + held_axis]
+        out = out.reshape(batch, held, channels, *size)
+        return out.permute([order.index(k) for k in range(5)])
 
 
 _THREADED = {"enabled": True}
