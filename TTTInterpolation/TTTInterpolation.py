@@ -229,6 +229,8 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
+        if self._parameterNode.weightsFile == ".":  # an unset file, as older scenes saved it
+            self._parameterNode.weightsFile = ""
         if not self._parameterNode.inputSequence:
             first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
             if first:

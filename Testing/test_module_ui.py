@@ -47,8 +47,11 @@ CLASS_BY_SUFFIX = [
 # connectors compare type(widget) exactly, so a subclass would not do).
 ENUMS = {cls.__name__ for module in (logic, worker) for cls in vars(module).values()
          if isinstance(cls, type) and issubclass(cls, enum.Enum) and hasattr(cls, "label")}
+# ``str`` is bound to a path field by the module's own connector (parameters.py), so that an
+# unset file is "" rather than pathlib.Path() == ".".
 CONNECTOR_CLASS = {"bool": "QCheckBox", "int": "QSpinBox", "float": "QDoubleSpinBox",
-                   "pathlib.Path": "ctkPathLineEdit", "vtkMRMLSequenceNode": "qMRMLNodeComboBox",
+                   "pathlib.Path": "ctkPathLineEdit", "str": "ctkPathLineEdit",
+                   "vtkMRMLSequenceNode": "qMRMLNodeComboBox",
                    **dict.fromkeys(ENUMS, "QComboBox")}
 # Sections only group rows; Designer's default label names mark plain row captions.
 LAYOUT_ONLY_CLASSES = {"ctkCollapsibleButton"}
@@ -267,3 +270,22 @@ def test_slicer_leaving_the_module_restores_the_layout_of_before_an_evaluation()
     assert "self.lastResult.restoreLayout" in calls_in_order(
         method("TTTInterpolationLogic", "restoreLayout"))
 
+
+
+def test_slicer_unset_weights_file_is_empty_not_a_dot() -> None:
+    """An unset weights file is "" (an empty field; the logic passes no --weights), not
+    ``pathlib.Path()``, which is "." and showed as "." in the panel. Slicer's connector binds a
+    path field to Path only: the module registers its own for ``str``."""
+    node = next(n for n in module_tree().body if isinstance(n, ast.ClassDef)
+                and n.name == PARAMETER_CLASS)
+    field = next(f for f in node.body if isinstance(f, ast.AnnAssign)
+                 and ast.unparse(f.target) == "weightsFile")
+    assert ast.unparse(field.annotation) == "str" and ast.literal_eval(field.value) == ""
+    assert ui_widgets()[bound_widgets()["weightsFile"]].get("class") == "ctkPathLineEdit"
+    connectors = [n for n in module_tree().body if isinstance(n, ast.ClassDef)
+                  and "parameterNodeGuiConnector" in map(ast.unparse, n.decorator_list)]
+    represents = [ast.unparse(method(c.name, "canRepresent")) for c in connectors]
+    assert any("ctk.ctkPathLineEdit" in r and "str" in r for r in represents)
+    read = next(ast.unparse(method(c.name, "read")) for c in connectors
+                if "ctk.ctkPathLineEdit" in ast.unparse(method(c.name, "canRepresent")))
+    assert read.endswith("return self._widget.currentPath")  # the text as it is: "" when empty

@@ -493,3 +493,13 @@ def test_logic_names_the_default_model_and_its_licence() -> None:
     note = logic.default_model_note()
     assert note == "Default: acdc-uvinet, weights CC BY-NC-SA 4.0 (trained on ACDC images)"
 
+
+
+@pytest.mark.parametrize("unset", [None, "", ".", " "])
+def test_logic_unset_weights_file_passes_no_weights_option(unset: str | None) -> None:
+    """No file chosen: no --weights at all, so the engine uses its default model (an empty
+    field once read back as pathlib.Path() == "." and went to the engine as "--weights .")."""
+    options = logic.engine_options(weights=unset)
+    assert options.weights is None and "--weights" not in options.shared_arguments()
+    chosen = logic.engine_options(weights=__file__).shared_arguments()
+    assert chosen[chosen.index("--weights") + 1] == __file__

@@ -755,6 +755,15 @@ def run_to_end(run: EngineRun, interval: float = 0.1,
     return run.result
 
 
+def weights_file(weights: str | Path | None) -> Path | None:
+    """The checkpoint to pass as ``--weights``, or ``None`` for none (the engine's default
+    model): an unset file is ``None``, ``""`` or ``"."`` (what a ``pathlib.Path`` parameter
+    made of an empty field, as scenes saved before the panel kept it as text hold)."""
+    if weights is None or str(weights).strip() in ("", "."):
+        return None
+    return Path(weights)
+
+
 def engine_options(method: Method | str = Method.UVINET, ttt: TTTTask | str = TTTTask.NONE,
                    scheme: Scheme | str = Scheme.ONLINE, steps: int = 10,
                    learningRate: float | None = None, weights: str | Path | None = None,
@@ -763,7 +772,7 @@ def engine_options(method: Method | str = Method.UVINET, ttt: TTTTask | str = TT
     """:class:`EngineOptions` from the console API's names; choices by member or by name."""
     return EngineOptions(method=Method(method), ttt=TTTTask(ttt), scheme=Scheme(scheme),
                          steps=steps, learning_rate=learningRate,
-                         weights=Path(weights) if weights else None, device=Device(device),
+                         weights=weights_file(weights), device=Device(device),
                          seed=seed, half_resolution_flow=bool(halfResolutionFlow))
 
 

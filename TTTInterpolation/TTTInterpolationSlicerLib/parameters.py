@@ -8,16 +8,61 @@ Testing/test_module_ui.py against the .ui.
 
 from __future__ import annotations
 
-import pathlib
 from typing import Annotated
 
+import ctk
 from slicer import vtkMRMLSequenceNode
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import (
+    GuiConnector,
+    WithinRange,
+    parameterNodeGuiConnector,
+    parameterNodeWrapper,
+)
 
 from .logic import Mode
 from .worker import Device, EngineOptions, Method, Scheme, TTTTask
 
 ENGINE_DEFAULTS = EngineOptions()  # the engine's defaults for every setting of the panel
+
+
+@parameterNodeGuiConnector
+class PathLineEditToStrConnector(GuiConnector):
+    """A ``ctkPathLineEdit`` bound to a ``str`` parameter, where an empty field is ``""``.
+
+    Slicer's own connector binds the widget to ``pathlib.Path`` only, and ``Path("")`` is
+    ``Path(".")``: an unset file would read back, and show, as ".". With ``str`` unset stays
+    empty (and means "no file": the logic passes no ``--weights`` then).
+    """
+
+    @staticmethod
+    def canRepresent(widget, datatype) -> bool:
+        base = getattr(datatype, "__origin__", datatype)  # Annotated[str, ...] -> str
+        return type(widget) is ctk.ctkPathLineEdit and base is str  # exact class, as Slicer
+
+    @staticmethod
+    def create(widget, datatype):
+        if PathLineEditToStrConnector.canRepresent(widget, datatype):
+            return PathLineEditToStrConnector(widget)
+        return None
+
+    def __init__(self, widget) -> None:
+        super().__init__()
+        self._widget = widget
+
+    def _connect(self) -> None:
+        self._widget.currentPathChanged.connect(self.changed)
+
+    def _disconnect(self) -> None:
+        self._widget.currentPathChanged.disconnect(self.changed)
+
+    def widget(self):
+        return self._widget
+
+    def read(self) -> str:
+        return self._widget.currentPath
+
+    def write(self, value: str) -> None:
+        self._widget.currentPath = value
 
 
 def frame_item(frame_number: int) -> int:
@@ -47,7 +92,8 @@ class TTTInterpolationParameterNode:
     # Its decimals and step size are set in the .ui (a QDoubleSpinBox reads no annotation).
     learningRate: Annotated[float, WithinRange(0.0, 0.1)] = 0.0
     customWeights: bool = False
-    weightsFile: pathlib.Path
+    # A checkpoint file; "" (unset) = the engine's default model, no --weights passed.
+    weightsFile: str = ""
     device: Device = ENGINE_DEFAULTS.device
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = ENGINE_DEFAULTS.seed
     # Motion estimated on frames averaged down 2x: cycle TTT about 2x faster (README, Speed).
