@@ -38,7 +38,7 @@ from TTTInterpolationSlicerLib.logic import EngineRun, EvaluationResult, Mode
 from TTTInterpolationSlicerLib.module_logic import TTTInterpolationLogic, loadProblem
 from TTTInterpolationSlicerLib.parameters import TTTInterpolationParameterNode, frame_item
 from TTTInterpolationSlicerLib.self_test import TTTInterpolationTest
-from TTTInterpolationSlicerLib.worker import Device, JobState, TTTTask
+from TTTInterpolationSlicerLib.worker import Device, JobState, Model, TTTTask
 
 # Slicer finds the module's logic, parameter node and self-test by these names here.
 __all__ = ["TTTInterpolation", "TTTInterpolationLogic", "TTTInterpolationParameterNode",
@@ -160,7 +160,6 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.frameBFromBrowserButton.connect("clicked()",
                                                 lambda: self.takeBrowserFrame("frameB"))
         self.ui.metricsTableWidget.connect("cellClicked(int,int)", self.onMetricsRowClicked)
-        self.ui.modelInfoLabel.text = logic.default_model_note()  # the weights' licence
         self.ui.metricsTableWidget.setColumnCount(len(logic.EVALUATION_COLUMNS))
         self.ui.metricsTableWidget.setHorizontalHeaderLabels(list(logic.EVALUATION_COLUMNS))
         self._probeTimer = qt.QTimer()
@@ -229,8 +228,6 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
-        if self._parameterNode.weightsFile == ".":  # an unset file, as older scenes saved it
-            self._parameterNode.weightsFile = ""
         if not self._parameterNode.inputSequence:
             first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
             if first:
@@ -272,7 +269,8 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.evaluationCollapsibleButton.visible = evaluate
         self.ui.outputsCollapsibleButton.visible = not evaluate
         self.ui.methodComboBox.enabled = not evaluate  # an evaluation compares every method
-        self.ui.weightsPathLineEdit.enabled = p.customWeights
+        self.ui.weightsPathLineEdit.enabled = p.model is Model.CUSTOM
+        self.ui.modelInfoLabel.text = logic.model_note(p.model, p.weightsFile)  # the licence
         count = p.inputSequence.GetNumberOfDataNodes() if p.inputSequence else 0
         if count:
             for spinBox in (self.ui.frameASpinBox, self.ui.frameBSpinBox):
@@ -325,7 +323,7 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not hadTorch:  # torch arrived just now: look for the GPUs again
                 self.startDeviceProbe()
             common = dict(scheme=p.scheme, steps=p.steps, learningRate=p.learningRate or None,
-                          weights=p.weightsFile if p.customWeights else None, device=p.device,
+                          weights=logic.chosen_weights(p.model, p.weightsFile), device=p.device,
                           seed=p.seed, halfResolutionFlow=p.halfResolutionFlow,
                           onProgress=self.onProgress, onFinished=self.onFinished)
             if p.mode is Mode.EVALUATE:

@@ -289,3 +289,19 @@ def test_slicer_unset_weights_file_is_empty_not_a_dot() -> None:
     read = next(ast.unparse(method(c.name, "read")) for c in connectors
                 if "ctk.ctkPathLineEdit" in ast.unparse(method(c.name, "canRepresent")))
     assert read.endswith("return self._widget.currentPath")  # the text as it is: "" when empty
+
+
+def test_slicer_model_choice_is_wired_to_the_path_field_note_and_engine() -> None:
+    """The model combo box (registry models + a custom file) enables the path field, sets the
+    licence note and decides ``--weights``; older scenes are repaired before they are read."""
+    assert bound_widgets()["model"] == "modelComboBox"
+    assert parameter_types()["model"] == "Model"
+    update = ast.unparse(method("TTTInterpolationWidget", "updateGUI"))
+    assert "self.ui.weightsPathLineEdit.enabled = p.model is Model.CUSTOM" in update
+    assert "self.ui.modelInfoLabel.text = logic.model_note(p.model, p.weightsFile)" in update
+    apply = ast.unparse(method("TTTInterpolationWidget", "onApplyButton"))
+    assert "weights=logic.chosen_weights(p.model, p.weightsFile)" in apply
+    calls = calls_in_order(method("TTTInterpolationLogic", "getParameterNode"))
+    assert calls.index("logic.repair_saved_parameters") < calls.index(
+        "TTTInterpolationParameterNode")
+    assert "customWeights" not in "\n".join(p.read_text() for p in MODULE_SOURCES)

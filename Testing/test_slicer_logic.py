@@ -19,7 +19,7 @@ import vtk
 from TTTInterpolationLib.data.phantoms.sequences import end_frames, make_phantom_sequence
 from TTTInterpolationLib.fileio.geometry import ras_affine_from_geometry
 from TTTInterpolationSlicerLib import logic, sequences
-from TTTInterpolationSlicerLib.worker import EngineInputError, JobState, TTTTask
+from TTTInterpolationSlicerLib.worker import EngineInputError, JobState, Model, TTTTask
 
 from .test_slicer_sequences import oblique_matrix, slice_views
 
@@ -168,10 +168,12 @@ def test_logic_uvinet_fills_a_chosen_output_sequence(
     chosen.SetDataNodeAtValue(source.GetNthDataNode(0), "7")  # stale content to be replaced
     before = node_ids(scene)
 
-    result = logic.run_to_end(logic.create_run(
-        scene, sequences_logic, source, 1, 3, 1, ttt="none", device="cpu",
-        outputSequence=chosen, tempParent=temp_parent), interval=0.05)
+    run = logic.create_run(scene, sequences_logic, source, 1, 3, 1, ttt="none", device="cpu",
+                           outputSequence=chosen, weights=Model("acdc-uvinet"),
+                           tempParent=temp_parent)
+    result = logic.run_to_end(run, interval=0.05)
 
+    assert "--weights acdc-uvinet" in run.log.splitlines()[0]  # the engine takes the name
     assert result.outputSequence is chosen and chosen.GetName() == "my result"
     assert sequences.index_values(chosen) == [2.0]
     assert result.mergedSequence is None
@@ -488,11 +490,53 @@ def test_logic_remaining_time() -> None:
     assert logic.describe_timing(3.0, None) == "3 s elapsed, estimating"
 
 
-def test_logic_names_the_default_model_and_its_licence() -> None:
-    """The panel shows the registry's default model with its weights' licence."""
-    note = logic.default_model_note()
-    assert note == "Default: acdc-uvinet, weights CC BY-NC-SA 4.0 (trained on ACDC images)"
+def test_logic_model_note_follows_the_chosen_model(tmp_path: Path) -> None:
+    """The panel names the chosen model's weights licence (from the engine's registry)."""
+    note = logic.model_note(Model("acdc-uvinet"))
+    assert note.startswith("acdc-uvinet (default): weights CC BY-NC-SA 4.0 (trained on ACDC "
+                           "images). UVI-Net + rotation/MAE heads trained on ACDC")
+    assert logic.model_note(Model.CUSTOM, "") == (
+        "Choose a .safetensors or .pt checkpoint; until then the default model (acdc-uvinet) "
+        "is used.")
+    own = tmp_path / "mine.safetensors"
+    assert "yours to check" in logic.model_note(Model.CUSTOM, str(own))
+    assert logic.model_note("acdc-uvinet") == note  # by name too
 
+
+def test_logic_engine_command_line_carries_the_chosen_model(tmp_path: Path) -> None:
+    """A registered model goes to the engine by its name (``--weights`` takes names), a
+    custom file by its path, an empty custom file not at all."""
+    own = tmp_path / "mine.safetensors"
+    own.write_bytes(b"")
+
+    def weights_option(model: Model, path: str = "") -> list[str]:
+        args = logic.engine_options(weights=logic.chosen_weights(model, path)).arguments()
+        return args[args.index("--weights"):][:2] if "--weights" in args else []
+
+    assert weights_option(Model("acdc-uvinet")) == ["--weights", "acdc-uvinet"]
+    assert weights_option(Model("acdc-uvinet"), str(own)) == ["--weights", "acdc-uvinet"]
+    assert weights_option(Model.CUSTOM, str(own)) == ["--weights", str(own)]
+    assert weights_option(Model.CUSTOM, "") == []
+    # The console API takes a choice, a registered name or a path alike.
+    assert logic.engine_options(weights=Model("acdc-uvinet")).weights == "acdc-uvinet"
+    assert logic.engine_options(weights="acdc-uvinet").weights == "acdc-uvinet"
+    with pytest.raises(ValueError, match="nor a registered model: acdc-uvinet"):
+        logic.engine_options(weights="acdc-uvnet").validate()
+
+
+def test_logic_repairs_what_older_scenes_saved() -> None:
+    """A model gone from the registry, or the "." of an unset Path, is forgotten before the
+    parameter node wrapper reads the node (it would refuse the unknown choice)."""
+    node = slicer.vtkMRMLScriptedModuleNode()
+    node.SetParameter("model", "acdc-uvinet")
+    node.SetParameter("weightsFile", "/data/mine.pt")
+    logic.repair_saved_parameters(node)
+    assert (node.GetParameter("model"), node.GetParameter("weightsFile")) == (
+        "acdc-uvinet", "/data/mine.pt")
+    node.SetParameter("model", "a-model-since-removed")
+    node.SetParameter("weightsFile", ".")
+    logic.repair_saved_parameters(node)
+    assert node.GetParameterNames() == ()
 
 
 @pytest.mark.parametrize("unset", [None, "", ".", " "])

@@ -33,13 +33,16 @@ import slicer
 from . import sequences as seq
 from .worker import (
     CONTRACT,
+    DEFAULT_MODEL,
     ENGINE_PACKAGE,
+    MODELS,
     Device,
     EngineError,
     EngineJob,
     EngineOptions,
     JobState,
     Method,
+    Model,
     Scheme,
     TTTTask,
     engine_environment,
@@ -78,15 +81,27 @@ class PairTask:
     times: tuple[float, ...]
 
 
-def default_model_note() -> str:
-    """One line for the panel: the engine's default model and its weights' licence (from the
-    engine's registry, ``tttinterp describe``), so nobody uses non-commercial weights unaware."""
-    models = engine_module("contract").describe()["models"]
-    entry = next((e for e in models["entries"] if e["name"] == models["default"]), None)
-    if entry is None:
-        return "No default model registered: give a weights file."
+def model_note(model: Model | str, weightsFile: str | Path | None = None) -> str:
+    """One line for the panel about the chosen model: its weights' licence and what it was
+    trained on (from the engine's registry), so nobody uses non-commercial weights unaware."""
+    model = Model(model)
+    if model is Model.CUSTOM:
+        if weights_file(weightsFile) is not None:
+            return "Your own checkpoint: its licence and intended use are yours to check."
+        fallback = (f"the default model ({DEFAULT_MODEL.value}) is used" if DEFAULT_MODEL
+                    is not Model.CUSTOM else "UVI-Net runs untrained (no model is registered)")
+        return f"Choose a .safetensors or .pt checkpoint; until then {fallback}."
+    entry = MODELS[model.value]
     licence = entry.get("license") or "licence not stated"
-    return f"Default: {entry['name']}, weights {licence}"
+    return f"{model.label()}: weights {licence}. {entry['description'].rstrip('.')}."
+
+
+def chosen_weights(model: Model | str, weightsFile: str | Path | None = None
+                   ) -> str | Path | None:
+    """What ``--weights`` gets for a model choice: a registered model's name, or with
+    :attr:`Model.CUSTOM` the file (``None``, no option, while the field is empty)."""
+    model = Model(model)
+    return weights_file(weightsFile) if model is Model.CUSTOM else model.value
 
 
 def evenly_spaced(count: int) -> tuple[float, ...]:
@@ -764,15 +779,36 @@ def weights_file(weights: str | Path | None) -> Path | None:
     return Path(weights)
 
 
+def weights_argument(weights: Model | str | Path | None) -> str | Path | None:
+    """``weights`` of the console API as ``--weights`` takes it: a :class:`Model` choice or a
+    registered model's name stays a name, anything else is a file (unset: ``None``)."""
+    if isinstance(weights, Model):
+        return chosen_weights(weights)
+    if isinstance(weights, str) and weights in MODELS:
+        return weights
+    return weights_file(weights)
+
+
+def repair_saved_parameters(node: slicer.vtkMRMLScriptedModuleNode) -> None:
+    """Forget what a scene saved that this version cannot read back, before the parameter
+    node wrapper reads it: a model no longer registered (an unknown choice would make the
+    whole parameter node unreadable) and the "." that stood for no weights file."""
+    if node.GetParameter("model") and node.GetParameter("model") not in Model.__members__:
+        node.UnsetParameter("model")
+    if node.GetParameter("weightsFile") == ".":
+        node.UnsetParameter("weightsFile")
+
+
 def engine_options(method: Method | str = Method.UVINET, ttt: TTTTask | str = TTTTask.NONE,
                    scheme: Scheme | str = Scheme.ONLINE, steps: int = 10,
-                   learningRate: float | None = None, weights: str | Path | None = None,
+                   learningRate: float | None = None,
+                   weights: Model | str | Path | None = None,
                    device: Device | str = Device.AUTO, seed: int = 0,
                    halfResolutionFlow: bool = False) -> EngineOptions:
     """:class:`EngineOptions` from the console API's names; choices by member or by name."""
     return EngineOptions(method=Method(method), ttt=TTTTask(ttt), scheme=Scheme(scheme),
                          steps=steps, learning_rate=learningRate,
-                         weights=weights_file(weights), device=Device(device),
+                         weights=weights_argument(weights), device=Device(device),
                          seed=seed, half_resolution_flow=bool(halfResolutionFlow))
 
 

@@ -48,7 +48,9 @@ class TTTInterpolationLogic(ScriptedLoadableModuleLogic):
         self._timer.connect("timeout()", self._poll)
 
     def getParameterNode(self) -> TTTInterpolationParameterNode:
-        return TTTInterpolationParameterNode(super().getParameterNode())
+        node = super().getParameterNode()
+        logic.repair_saved_parameters(node)  # what an older scene saved and no longer reads
+        return TTTInterpolationParameterNode(node)
 
     @property
     def running(self) -> bool:

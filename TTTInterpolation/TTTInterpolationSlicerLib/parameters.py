@@ -20,7 +20,7 @@ from slicer.parameterNodeWrapper import (
 )
 
 from .logic import Mode
-from .worker import Device, EngineOptions, Method, Scheme, TTTTask
+from .worker import DEFAULT_MODEL, Device, EngineOptions, Method, Model, Scheme, TTTTask
 
 ENGINE_DEFAULTS = EngineOptions()  # the engine's defaults for every setting of the panel
 
@@ -91,8 +91,9 @@ class TTTInterpolationParameterNode:
     # 0 shows as "task default": the engine picks the published rate of the chosen task.
     # Its decimals and step size are set in the .ui (a QDoubleSpinBox reads no annotation).
     learningRate: Annotated[float, WithinRange(0.0, 0.1)] = 0.0
-    customWeights: bool = False
-    # A checkpoint file; "" (unset) = the engine's default model, no --weights passed.
+    # A registered model (the engine's registry; its default first), or Model.CUSTOM: the
+    # checkpoint in weightsFile ("" while unset: no --weights, the engine's default model).
+    model: Model = DEFAULT_MODEL
     weightsFile: str = ""
     device: Device = ENGINE_DEFAULTS.device
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = ENGINE_DEFAULTS.seed
