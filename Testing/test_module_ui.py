@@ -200,8 +200,9 @@ def test_slicer_module_checks_the_version_before_anything_else() -> None:
 
 def test_slicer_widget_finds_devices_in_a_child_process_and_again_after_install() -> None:
     assert "self.startDeviceProbe" in calls_in_order(method("TTTInterpolationWidget", "setup"))
-    assert "dependencies.DeviceProbe" in calls_in_order(
+    assert "self._deviceWatch.start" in calls_in_order(
         method("TTTInterpolationWidget", "startDeviceProbe"))
+    assert "dependencies.DeviceProbe" in calls_in_order(method("DeviceWatch", "start"))
     apply = calls_in_order(method("TTTInterpolationWidget", "onApplyButton"))
     assert apply.index("dependencies.ensure_all") < apply.index("self.startDeviceProbe")
 
@@ -242,15 +243,18 @@ def test_slicer_parameter_defaults_come_from_the_engine_and_no_unused_annotation
 
 
 def test_slicer_panel_counts_frames_from_one_as_the_browser_does() -> None:
-    """The panel's Frame A / B are the browser's frame numbers (from 1); the logic gets item
-    indices (from 0) through frame_item, and the browser's item becomes a frame number."""
+    """The panel's Frame A / B are the browser's frame numbers (from 1); Apply hands the
+    logic what ``panel.run_request`` makes of them (item indices from 0, tested headless in
+    test_slicer_logic.py), and the browser's item becomes a frame number."""
     node = next(n for n in module_tree().body if isinstance(n, ast.ClassDef)
                 and n.name == "TTTInterpolationParameterNode")
     fields = {ast.unparse(f.target): f for f in node.body if isinstance(f, ast.AnnAssign)}
     assert [ast.unparse(fields[k].value) for k in ("frameA", "frameB")] == ["1", "2"]
     assert "WithinRange(1," in ast.unparse(fields["frameA"].annotation)
-    apply = ast.unparse(method("TTTInterpolationWidget", "onApplyButton"))
-    assert apply.count("frame_item(p.frameA)") == 2 and apply.count("frame_item(p.frameB)") == 2
+    assert "panel.run_request" in calls_in_order(method("TTTInterpolationWidget",
+                                                        "onApplyButton"))
+    update = ast.unparse(method("TTTInterpolationWidget", "updateGUI"))
+    assert "panel.frame_item(p.frameA)" in update and "panel.frame_item(p.frameB)" in update
     take = ast.unparse(method("TTTInterpolationWidget", "takeBrowserFrame"))
     assert "item + 1" in take
     for name in ("frameASpinBox", "frameBSpinBox"):
@@ -292,16 +296,30 @@ def test_slicer_unset_weights_file_is_empty_not_a_dot() -> None:
 
 
 def test_slicer_model_choice_is_wired_to_the_path_field_note_and_engine() -> None:
-    """The model combo box (registry models + a custom file) enables the path field, sets the
-    licence note and decides ``--weights``; older scenes are repaired before they are read."""
+    """The model combo box (registry models + a custom file) enables the path field and sets
+    the licence note (``--weights`` from it: ``panel.run_request``, tested headless in
+    test_slicer_logic.py); older scenes are repaired before they are read."""
     assert bound_widgets()["model"] == "modelComboBox"
     assert parameter_types()["model"] == "Model"
     update = ast.unparse(method("TTTInterpolationWidget", "updateGUI"))
     assert "self.ui.weightsPathLineEdit.enabled = p.model is Model.CUSTOM" in update
     assert "self.ui.modelInfoLabel.text = logic.model_note(p.model, p.weightsFile)" in update
-    apply = ast.unparse(method("TTTInterpolationWidget", "onApplyButton"))
-    assert "weights=logic.chosen_weights(p.model, p.weightsFile)" in apply
     calls = calls_in_order(method("TTTInterpolationLogic", "getParameterNode"))
     assert calls.index("logic.repair_saved_parameters") < calls.index(
         "TTTInterpolationParameterNode")
     assert "customWeights" not in "\n".join(p.read_text() for p in MODULE_SOURCES)
+
+
+MODULE_FILE_MAX_LINES = 300
+
+
+def test_slicer_module_file_stays_thin() -> None:
+    """The module file is the widget's wiring and the module's description, nothing else:
+    texts, helpers, the logic, sample data and the parameter node live in the SlicerLib."""
+    source = MODULE_FILE.read_text()
+    assert len(source.splitlines()) <= MODULE_FILE_MAX_LINES
+    tree = ast.parse(source)
+    defined = [n.name for n in tree.body if isinstance(n, ast.ClassDef | ast.FunctionDef)]
+    assert defined == ["TTTInterpolation", "TTTInterpolationWidget"]
+    constants = [ast.unparse(n.targets[0]) for n in tree.body if isinstance(n, ast.Assign)]
+    assert constants == ["__all__"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import psutil
@@ -18,9 +19,20 @@ import vtk
 
 from TTTInterpolationLib.data.phantoms.sequences import end_frames, make_phantom_sequence
 from TTTInterpolationLib.fileio.geometry import ras_affine_from_geometry
-from TTTInterpolationSlicerLib import logic, sequences
-from TTTInterpolationSlicerLib.worker import EngineInputError, JobState, Model, TTTTask
+from TTTInterpolationSlicerLib import logic, panel, sequences
+from TTTInterpolationSlicerLib.logic import Mode
+from TTTInterpolationSlicerLib.worker import (
+    DEFAULT_MODEL,
+    Device,
+    EngineInputError,
+    JobState,
+    Method,
+    Model,
+    Scheme,
+    TTTTask,
+)
 
+from .test_module_ui import parameter_types
 from .test_slicer_sequences import oblique_matrix, slice_views
 
 TIMEOUT = 60.0
@@ -547,3 +559,71 @@ def test_logic_unset_weights_file_passes_no_weights_option(unset: str | None) ->
     assert options.weights is None and "--weights" not in options.shared_arguments()
     chosen = logic.engine_options(weights=__file__).shared_arguments()
     assert chosen[chosen.index("--weights") + 1] == __file__
+
+
+def panel_settings(**changes) -> SimpleNamespace:
+    """The panel's parameter node as it starts (its defaults), with ``changes``: a headless
+    stand-in with exactly the parameter node's fields."""
+    fields = dict(inputSequence=None, mode=Mode.BETWEEN, frameA=1, frameB=2, numberOfFrames=3,
+                  upsampleFactor=2, ttt=TTTTask.NONE, scheme=Scheme.ONLINE, steps=10,
+                  method=Method.UVINET, learningRate=0.0, model=DEFAULT_MODEL, weightsFile="",
+                  device=Device.AUTO, seed=0, halfResolutionFlow=False, outputSequence=None,
+                  createMerged=False, compareAllTasks=False)
+    assert set(fields) == set(parameter_types())  # the stand-in has the node's fields
+    return SimpleNamespace(**{**fields, **changes})
+
+
+def test_panel_apply_asks_the_logic_what_the_settings_say(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path, tmp_path: Path) -> None:
+    """Apply's request, fed to the console API as the panel does: frame numbers from 1
+    become items from 0, the model choice becomes --weights, every name is one the logic
+    takes (runs are built, not started)."""
+    source = cine(scene, same_range_frames(5, (4, 4, 4)), [0, 10, 20, 30, 40])
+
+    def build(settings: SimpleNamespace) -> logic.EngineRun:
+        kind, args, options = panel.run_request(settings)
+        create = logic.create_evaluation if kind == "evaluate" else logic.create_run
+        return create(scene, sequences_logic, source, *args, tempParent=temp_parent, **options)
+
+    run = build(panel_settings(frameA=2, frameB=5, numberOfFrames=2, learningRate=2e-4))
+    assert run.tasks == [logic.PairTask(1, 4, (1 / 3, 2 / 3))] and run.factor is None
+    assert (run.options.weights, run.options.learning_rate) == ("acdc-uvinet", 2e-4)
+    run = build(panel_settings(mode=Mode.UPSAMPLE, upsampleFactor=3, model=Model.CUSTOM))
+    assert run.factor == 3 and run.options.weights is None  # no file chosen: no --weights
+    own = tmp_path / "mine.pt"
+    own.write_bytes(b"")
+    run = build(panel_settings(mode=Mode.EVALUATE, frameA=1, frameB=4, compareAllTasks=True,
+                               model=Model.CUSTOM, weightsFile=str(own)))
+    assert run.hidden == [1, 2] and run.options.weights == own
+    assert [s.ttt for s in run.settings][3:] == [t for t in TTTTask if t is not TTTTask.NONE]
+    assert not any(temp_parent.iterdir())
+
+
+def test_panel_input_line_and_readiness(scene: slicer.vtkMRMLScene) -> None:
+    source = cine(scene, same_range_frames(4, (4, 4, 4)), [0, 10, 20, 30])
+    assert panel.input_info(None, Mode.BETWEEN, 0, 1) == ("Select a sequence of volumes.", False)
+    assert panel.input_info(source, Mode.BETWEEN, 0, 3) == (
+        "4 frames, time from 0 to 30 ms. A at 0 ms, B at 30 ms.", True)
+    assert panel.input_info(source, Mode.UPSAMPLE, 0, 3) == (
+        "4 frames, time from 0 to 30 ms.", True)
+    assert panel.input_info(source, Mode.EVALUATE, 0, 3) == (
+        "4 frames, time from 0 to 30 ms. A at 0 ms, B at 30 ms. 2 frames between A and B are "
+        "hidden and predicted.", True)
+    text, ready = panel.input_info(source, Mode.EVALUATE, 1, 2)
+    assert text.endswith("Frame B must be at least two frames after A.") and not ready
+
+
+def test_panel_status_and_captions(scene: slicer.vtkMRMLScene) -> None:
+    output = scene.AddNewNodeByClass(sequences.SEQUENCE_CLASS, "cine interpolated")
+    done = SimpleNamespace(state=JobState.SUCCEEDED, elapsed=65.0, newValues=[1.0, 2.0],
+                           result=SimpleNamespace(outputSequence=output))
+    assert panel.finished_status(done) == "Created 2 frames in 'cine interpolated' in 1 min 05 s."
+    cancelled = SimpleNamespace(state=JobState.CANCELLED, elapsed=3.0)
+    assert panel.finished_status(cancelled) == "Cancelled; nothing was changed."
+    failed = SimpleNamespace(state=JobState.FAILED, elapsed=3.0, error=ValueError("no frames"))
+    assert panel.finished_status(failed) == "Failed after 3 s: no frames"
+    assert "of 'UVI-Net'. Click a row" in panel.evaluation_caption("UVI-Net")
+    assert panel.evaluation_caption("UVI-Net", True).startswith("Showing 'UVI-Net': truth")
+    assert panel.help_text().startswith("\nCreates new time frames")
+    assert panel.help_text("Too old.").startswith("<b>Too old.</b><br><br>")

@@ -539,6 +539,11 @@ def evaluation_settings(tasks: Sequence[TTTTask]) -> list[EvaluationSetting]:
     return settings
 
 
+def evaluation_tasks(ttt: TTTTask, compareAll: bool = False) -> list[TTTTask]:
+    """The TTT tasks an evaluation from the panel compares: the chosen one, or all of them."""
+    return [task for task in TTTTask if task is not TTTTask.NONE] if compareAll else [ttt]
+
+
 @dataclass
 class EvaluatedSetting:
     """Scores and sequences of one setting: predicted frames and their absolute error."""

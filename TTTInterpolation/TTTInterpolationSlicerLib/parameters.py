@@ -2,7 +2,7 @@
 
 Defaults are the engine's (its contract, through ``worker.EngineOptions``); Frame A / B are
 frame numbers as the sequence browser shows them (from 1), converted for the logic by
-:func:`frame_item`. Needs Slicer (``parameterNodeWrapper``); checked statically by
+:func:`.panel.frame_item`. Needs Slicer (``parameterNodeWrapper``); checked statically by
 Testing/test_module_ui.py against the .ui.
 """
 
@@ -65,12 +65,6 @@ class PathLineEditToStrConnector(GuiConnector):
         self._widget.currentPath = value
 
 
-def frame_item(frame_number: int) -> int:
-    """The item index (from 0, as the logic and the engine count) of a frame number as the
-    panel and the sequence browser show it (from 1)."""
-    return frame_number - 1
-
-
 @parameterNodeWrapper
 class TTTInterpolationParameterNode:
     """Every setting of the module, saved with the scene; the .ui binds each by name."""
@@ -78,7 +72,7 @@ class TTTInterpolationParameterNode:
     inputSequence: vtkMRMLSequenceNode
     mode: Mode = Mode.BETWEEN
     # Frame numbers as the sequence browser shows them (from 1); the logic takes item
-    # indices (from 0): the panel converts with frame_item().
+    # indices (from 0): panel.run_request converts them (panel.frame_item).
     frameA: Annotated[int, WithinRange(1, 100000)] = 1
     frameB: Annotated[int, WithinRange(1, 100000)] = 2
     numberOfFrames: Annotated[int, WithinRange(1, 99)] = 3
