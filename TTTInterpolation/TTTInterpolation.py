@@ -23,7 +23,7 @@ from slicer.util import VTKObservationMixin
 
 import TTTInterpolationSlicerLib
 from TTTInterpolationSlicerLib import dependencies, logic, module_logic, panel, sequences, worker
-from TTTInterpolationSlicerLib.logic import EngineRun, EvaluationResult, Mode
+from TTTInterpolationSlicerLib.logic import EngineRun, EvaluationProtocol, EvaluationResult, Mode
 from TTTInterpolationSlicerLib.module_logic import TTTInterpolationLogic, loadProblem
 from TTTInterpolationSlicerLib.parameters import TTTInterpolationParameterNode
 from TTTInterpolationSlicerLib.self_test import TTTInterpolationTest
@@ -175,7 +175,8 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         running = self.logic.running
         evaluate = p.mode is Mode.EVALUATE
-        self.ui.betweenFramesWidget.visible = p.mode in (Mode.BETWEEN, Mode.EVALUATE)
+        self.ui.betweenFramesWidget.visible = p.mode is Mode.BETWEEN or (
+            evaluate and p.evaluationProtocol is EvaluationProtocol.BETWEEN)
         self.ui.numberOfFramesLabel.visible = p.mode is Mode.BETWEEN
         self.ui.numberOfFramesSpinBox.visible = p.mode is Mode.BETWEEN
         self.ui.upsampleWidget.visible = p.mode is Mode.UPSAMPLE
@@ -194,7 +195,7 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if count >= 2:
                 p.frameA, p.frameB = 1, count
         text, ready = panel.input_info(p.inputSequence, p.mode, panel.frame_item(p.frameA),
-                                       panel.frame_item(p.frameB))
+                                       panel.frame_item(p.frameB), p.evaluationProtocol)
         self.ui.inputInfoLabel.text = text
         self.ui.applyButton.text = "Cancel" if running else ("Evaluate" if evaluate else "Apply")
         self.ui.applyButton.enabled = running or ready

@@ -310,6 +310,21 @@ def test_slicer_model_choice_is_wired_to_the_path_field_note_and_engine() -> Non
     assert "customWeights" not in "\n".join(p.read_text() for p in MODULE_SOURCES)
 
 
+def test_slicer_evaluation_protocol_is_chosen_in_the_evaluation_section() -> None:
+    """The protocol combo box sits in the Evaluation section, bound to the parameter node;
+    frames A and B show only where they count; the info line and Apply follow the protocol
+    (and ``panel.run_request`` passes it on: tested headless in test_slicer_logic.py)."""
+    section = next(w for w in ET.parse(UI_FILE).getroot().iter("widget")
+                   if w.get("name") == "evaluationCollapsibleButton")
+    assert "evaluationProtocolComboBox" in {w.get("name") for w in section.iter("widget")}
+    assert bound_widgets()["evaluationProtocol"] == "evaluationProtocolComboBox"
+    assert parameter_types()["evaluationProtocol"] == "EvaluationProtocol"
+    update = ast.unparse(method("TTTInterpolationWidget", "updateGUI"))
+    assert ("self.ui.betweenFramesWidget.visible = p.mode is Mode.BETWEEN or (evaluate and "
+            "p.evaluationProtocol is EvaluationProtocol.BETWEEN)") in update
+    assert "p.evaluationProtocol)" in update  # panel.input_info(..., p.evaluationProtocol)
+
+
 MODULE_FILE_MAX_LINES = 300
 
 

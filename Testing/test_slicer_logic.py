@@ -20,7 +20,7 @@ import vtk
 from TTTInterpolationLib.data.phantoms.sequences import end_frames, make_phantom_sequence
 from TTTInterpolationLib.fileio.geometry import ras_affine_from_geometry
 from TTTInterpolationSlicerLib import logic, panel, sequences
-from TTTInterpolationSlicerLib.logic import Mode
+from TTTInterpolationSlicerLib.logic import EvaluationProtocol, Mode
 from TTTInterpolationSlicerLib.worker import (
     DEFAULT_MODEL,
     Device,
@@ -446,6 +446,60 @@ def test_logic_evaluation_end_to_end(
     assert not any(temp_parent.iterdir())
 
 
+def test_logic_evaluation_under_the_x2_protocol(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path) -> None:
+    """Keep every 2nd frame, predict the rest: one engine process (``--protocol x2``) for
+    every gap; the truth is the input's hidden frames, each prediction and error sits at its
+    frame's index value. Uneven times make linear blending computable by hand; the 6th frame,
+    after the last kept one, is neither shown to the engine nor scored."""
+    frames = same_range_frames(6)
+    values = [0, 10, 30, 60, 100, 150]
+    source = cine(scene, frames, values)
+    run = logic.create_evaluation(scene, sequences_logic, source, protocol="x2", device="cpu",
+                                  tempParent=temp_parent)
+    assert (run.pairs, run.hidden) == ([(0, 2), (2, 4)], [1, 3])
+    result = logic.run_to_end(run, interval=0.05)
+
+    truth = result.truthSequence
+    assert sequences.index_values(truth) == [10.0, 60.0]
+    for item, hidden in enumerate((1, 3)):
+        np.testing.assert_array_equal(sequences.array_ijk(truth.GetNthDataNode(item)),
+                                      frames[hidden])
+    linear = result.settings[0]
+    assert linear.label == "linear blending" and linear.scores["n_frames"] == 2
+    for item, (a, b, t) in enumerate(((0, 2, 1 / 3), (2, 4, 3 / 7))):
+        expected = (1 - t) * frames[a].astype(float) + t * frames[b]
+        predicted = sequences.array_ijk(linear.predictionSequence.GetNthDataNode(item))
+        np.testing.assert_allclose(predicted, expected, atol=1.0)
+        error = sequences.array_ijk(linear.errorSequence.GetNthDataNode(item))
+        # The error is the engine's float prediction's; the prediction shown is rounded to
+        # the input's int16.
+        np.testing.assert_allclose(error, np.abs(predicted - frames[(1, 3)[item]]), atol=0.501)
+    for evaluated in result.settings:
+        assert sequences.index_values(evaluated.predictionSequence) == [10.0, 60.0]
+    command = run.log.splitlines()[0]
+    assert " --protocol x2 " in command and "--frames" not in command
+    assert result.engineReport["protocols"][0]["pairs"] == [[[0, 2], [2, 4]]]
+    assert not any(temp_parent.iterdir())
+
+
+@pytest.mark.parametrize(("protocol", "count", "message"), [
+    ("x4", 4, "too few to keep every 4th frame"),
+    ("x2", 2, "too few to keep every 2nd frame"),
+    ("x3", 9, "x3"),
+])
+def test_logic_evaluation_protocol_rejects_short_sequences(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path, protocol: str, count: int, message: str) -> None:
+    source = cine(scene, same_range_frames(count, (4, 4, 4)), list(range(count)))
+    before = node_ids(scene)
+    with pytest.raises(ValueError, match=message):
+        logic.create_evaluation(scene, sequences_logic, source, protocol=protocol,
+                                tempParent=temp_parent)
+    assert node_ids(scene) == before and not any(temp_parent.iterdir())
+
+
 def test_logic_evaluation_engine_failure_changes_nothing(
         scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
         temp_parent: Path) -> None:
@@ -568,7 +622,8 @@ def panel_settings(**changes) -> SimpleNamespace:
                   upsampleFactor=2, ttt=TTTTask.NONE, scheme=Scheme.ONLINE, steps=10,
                   method=Method.UVINET, learningRate=0.0, model=DEFAULT_MODEL, weightsFile="",
                   device=Device.AUTO, seed=0, halfResolutionFlow=False, outputSequence=None,
-                  createMerged=False, compareAllTasks=False)
+                  createMerged=False, evaluationProtocol=EvaluationProtocol.BETWEEN,
+                  compareAllTasks=False)
     assert set(fields) == set(parameter_types())  # the stand-in has the node's fields
     return SimpleNamespace(**{**fields, **changes})
 
@@ -597,6 +652,9 @@ def test_panel_apply_asks_the_logic_what_the_settings_say(
                                model=Model.CUSTOM, weightsFile=str(own)))
     assert run.hidden == [1, 2] and run.options.weights == own
     assert [s.ttt for s in run.settings][3:] == [t for t in TTTTask if t is not TTTTask.NONE]
+    run = build(panel_settings(mode=Mode.EVALUATE, evaluationProtocol=EvaluationProtocol.X2))
+    assert (run.protocol, run.pairs, run.hidden) == (EvaluationProtocol.X2, [(0, 2), (2, 4)],
+                                                    [1, 3])
     assert not any(temp_parent.iterdir())
 
 
@@ -612,6 +670,13 @@ def test_panel_input_line_and_readiness(scene: slicer.vtkMRMLScene) -> None:
         "hidden and predicted.", True)
     text, ready = panel.input_info(source, Mode.EVALUATE, 1, 2)
     assert text.endswith("Frame B must be at least two frames after A.") and not ready
+    # Under a protocol frames A and B do not count: the kept frames, as the browser counts.
+    assert panel.input_info(source, Mode.EVALUATE, 1, 2, EvaluationProtocol.X2) == (
+        "4 frames, time from 0 to 30 ms. 2 frames kept (1, 3, ..., 3), the 1 between them "
+        "hidden and predicted; the last 1 not used.", True)
+    assert panel.input_info(source, Mode.EVALUATE, 1, 2, EvaluationProtocol.X4) == (
+        "4 frames, time from 0 to 30 ms. The sequence: 4 frames are too few to keep every 4th "
+        "frame and fill between them (at least 5).", False)
 
 
 def test_panel_status_and_captions(scene: slicer.vtkMRMLScene) -> None:

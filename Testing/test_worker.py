@@ -277,6 +277,20 @@ def test_worker_evaluate_command_line_follows_engine_contract(tmp_path: Path) ->
     assert (parsed.progress, parsed.json) == ("jsonl", str(tmp_path / "scores.json"))
 
 
+def test_worker_evaluate_command_line_under_a_protocol(tmp_path: Path) -> None:
+    """x2 / x4: the engine's --protocol instead of --frames (never both, never neither)."""
+    from TTTInterpolationLib.cli import build_parser
+
+    args = evaluate_arguments(tmp_path / "frames.seq.nrrd", None, [], tmp_path / "s.json",
+                              EngineOptions(), protocol="x4")
+    parsed = build_parser().parse_args(args)
+    assert (parsed.protocol, parsed.frames, parsed.ttt) == (["x4"], None, ["none"])
+    for frames, protocol in (((0, 3), "x2"), (None, None)):
+        with pytest.raises(ValueError, match="pair of frames or the protocol"):
+            evaluate_arguments(tmp_path / "f.seq.nrrd", frames, [], tmp_path / "s.json",
+                               EngineOptions(), protocol=protocol)
+
+
 def test_worker_find_python_is_the_running_interpreter() -> None:
     """Outside Slicer sys.executable; inside, Slicer sets sys.executable to PythonSlicer."""
     assert find_python() == sys.executable

@@ -166,11 +166,12 @@ class TTTInterpolationLogic(ScriptedLoadableModuleLogic):
 
     def evaluate(self, sequenceNode: vtkMRMLSequenceNode, frameA: int = 0,
                  frameB: int | None = None, **options) -> EvaluationResult:
-        """Hide the frames between ``frameA`` and ``frameB``, predict and score them; blocks.
+        """Hide the frames between ``frameA`` and ``frameB`` (or with ``protocol="x2"`` /
+        ``"x4"`` all but every 2nd / 4th frame), predict and score them; blocks.
 
-        Options: ``ttt`` (one task or a list; linear blending and UVI-Net are always
-        compared), ``scheme``, ``steps``, ``learningRate``, ``weights``, ``device``,
-        ``seed``, ``onProgress``. The result has ``table()``, the truth, prediction and
+        Options: ``protocol``, ``ttt`` (one task or a list; linear blending, registration and
+        UVI-Net are always compared), ``scheme``, ``steps``, ``learningRate``, ``weights``,
+        ``device``, ``seed``, ``onProgress``. The result has ``table()``, the truth, prediction and
         error sequences per setting, and one browser that plays them together.
         """
         return self._runToEnd(self.createEvaluation(sequenceNode, frameA, frameB, **options))

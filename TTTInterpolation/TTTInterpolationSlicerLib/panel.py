@@ -16,9 +16,11 @@ import slicer
 from . import sequences
 from .logic import (
     EngineRun,
+    EvaluationProtocol,
     EvaluationResult,
     Mode,
     chosen_weights,
+    evaluation_pairs,
     evaluation_tasks,
     format_duration,
 )
@@ -28,8 +30,9 @@ HELP_TEXT = """
 Creates new time frames of a 4D sequence (cine MRI, 4D CT) between existing ones with
 UVI-Net, optionally adapted to the data at hand by test-time training (TTT). Pick a sequence,
 two frames and the number of frames to create (or upsample the whole sequence), then Apply.
-Evaluate mode hides the frames between A and B, predicts them with linear blending, UVI-Net
-and test-time training, and shows a table of scores and the errors side by side.
+Evaluate mode hides frames (those between A and B, or all but every 2nd / 4th frame),
+predicts them with linear blending, registration, UVI-Net and test-time training, and shows a
+table of scores and the errors side by side.
 The engine runs in a background process: Slicer stays responsive and Apply turns into Cancel.
 <br><br>Python console:
 <pre>
@@ -71,28 +74,43 @@ def run_request(p: Any) -> tuple[str, tuple, dict[str, Any]]:
                   halfResolutionFlow=p.halfResolutionFlow)
     items = (frame_item(p.frameA), frame_item(p.frameB))
     if p.mode is Mode.EVALUATE:
-        return "evaluate", items, dict(ttt=evaluation_tasks(p.ttt, p.compareAllTasks), **common)
+        return "evaluate", items, dict(ttt=evaluation_tasks(p.ttt, p.compareAllTasks),
+                                       protocol=p.evaluationProtocol, **common)
     return "interpolate", (*items, p.numberOfFrames), dict(
         upsampleFactor=p.upsampleFactor if p.mode is Mode.UPSAMPLE else None, method=p.method,
         ttt=p.ttt, outputSequence=p.outputSequence, createMerged=p.createMerged, **common)
 
 
 def input_info(sequence: slicer.vtkMRMLSequenceNode | None, mode: Mode, itemA: int,
-               itemB: int) -> tuple[str, bool]:
+               itemB: int, protocol: EvaluationProtocol = EvaluationProtocol.BETWEEN
+               ) -> tuple[str, bool]:
     """The line under the inputs, and whether there is enough to run.
 
-    ``itemA`` / ``itemB``: the chosen frames as item indices (from 0).
+    ``itemA`` / ``itemB``: the chosen frames as item indices (from 0); ``protocol``: what an
+    evaluation hides (frames A and B count only for :attr:`EvaluationProtocol.BETWEEN`).
     """
     if sequence is None:
         return "Select a sequence of volumes.", False
     count = sequence.GetNumberOfDataNodes()
-    text = sequences.describe(sequence, None if mode is Mode.UPSAMPLE else (itemA, itemB))
+    pair = mode is Mode.BETWEEN or (mode is Mode.EVALUATE
+                                    and protocol is EvaluationProtocol.BETWEEN)
+    text = sequences.describe(sequence, (itemA, itemB) if pair else None)
     if mode is not Mode.EVALUATE:
         return text, count >= 2
-    hidden = itemB - itemA - 1
-    text += (f" {hidden} frames between A and B are hidden and predicted." if hidden > 0
-             else " Frame B must be at least two frames after A.")
-    return text, count >= 2 and hidden > 0
+    if protocol is EvaluationProtocol.BETWEEN:
+        hidden = itemB - itemA - 1
+        text += (f" {hidden} frames between A and B are hidden and predicted." if hidden > 0
+                 else " Frame B must be at least two frames after A.")
+        return text, count >= 2 and hidden > 0
+    try:
+        pairs = evaluation_pairs(sequences.index_values(sequence), protocol)
+    except ValueError as error:
+        return f"{text} {str(error)[0].upper()}{str(error)[1:]}.", False
+    kept, hidden, last = len(pairs) + 1, pairs[-1][1] - len(pairs), pairs[-1][1]
+    text += (f" {kept} frames kept (1, {pairs[0][1] + 1}, ..., {last + 1}), the {hidden} "
+             "between them hidden and predicted")
+    unused = count - 1 - last
+    return text + (f"; the last {unused} not used." if unused else "."), True
 
 
 def finished_status(run: EngineRun) -> str:

@@ -19,7 +19,7 @@ from slicer.parameterNodeWrapper import (
     parameterNodeWrapper,
 )
 
-from .logic import Mode
+from .logic import EvaluationProtocol, Mode
 from .worker import DEFAULT_MODEL, Device, EngineOptions, Method, Model, Scheme, TTTTask
 
 ENGINE_DEFAULTS = EngineOptions()  # the engine's defaults for every setting of the panel
@@ -95,5 +95,7 @@ class TTTInterpolationParameterNode:
     halfResolutionFlow: bool = False
     outputSequence: vtkMRMLSequenceNode
     createMerged: bool = False
-    # Evaluate mode: every TTT task gets a row, instead of only the chosen one.
+    # Evaluate mode: what is hidden (the frames between A and B, or all but every k-th frame),
+    # and whether every TTT task gets a row, instead of only the chosen one.
+    evaluationProtocol: EvaluationProtocol = EvaluationProtocol.BETWEEN
     compareAllTasks: bool = False

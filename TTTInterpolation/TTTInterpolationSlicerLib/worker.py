@@ -200,20 +200,24 @@ def sequence_arguments(sequence_file: Path, output: Path, options: EngineOptions
             "--times", *(repr(float(t)) for t in times), *tail]
 
 
-def evaluate_arguments(sequence_file: Path, frames: tuple[int, int],
+def evaluate_arguments(sequence_file: Path, frames: tuple[int, int] | None,
                        tasks: Sequence[TTTTask], output_json: Path,
-                       options: EngineOptions, predictions: Path | None = None) -> list[str]:
-    """Arguments of the engine's ``evaluate`` for one pair of frames of a sequence file.
+                       options: EngineOptions, predictions: Path | None = None,
+                       protocol: str | None = None) -> list[str]:
+    """Arguments of the engine's ``evaluate`` for one sequence file.
 
-    The engine hides the frames between ``frames``, predicts them with linear blending,
-    registration, UVI-Net and UVI-Net + each of ``tasks`` (in that order, one table row each)
-    and writes
-    the rows to ``output_json``; with ``predictions`` (a folder) also each setting's frames,
-    listed in the report. ``options.method`` and ``options.ttt`` are not used: an evaluation
-    always compares all of these.
+    The engine hides the frames between ``frames`` (``--frames A B``), or with ``protocol``
+    (``x2`` / ``x4``, ``frames`` then ``None``) all but every 2nd / 4th frame; predicts them
+    with linear blending, registration, UVI-Net and UVI-Net + each of ``tasks`` (in that
+    order, one table row each) and writes the rows to ``output_json``; with ``predictions``
+    (a folder) also each setting's frames, listed in the report. ``options.method`` and
+    ``options.ttt`` are not used: an evaluation always compares all of these.
     """
-    a, b = frames  # checked by the caller (frame_pairs.frames_between), as the engine does
-    return ["evaluate", str(sequence_file), "--frames", str(a), str(b),
+    if (frames is None) == (protocol is None):
+        raise ValueError("give the pair of frames or the protocol of an evaluation")
+    # A pair is checked by the caller (frame_pairs.frames_between), as the engine does.
+    hide = ["--protocol", protocol] if protocol else ["--frames", *map(str, frames)]
+    return ["evaluate", str(sequence_file), *hide,
             "--method", "registration", "uvinet",
             "--ttt", *dict.fromkeys(t.value for t in tasks or [TTTTask.NONE]),
             *options.shared_arguments(), "--progress", "jsonl", "--json", str(output_json),
