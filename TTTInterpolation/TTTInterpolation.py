@@ -1,11 +1,10 @@
 """TTT Interpolation: new time frames of a 4D sequence with UVI-Net and test-time training.
 
-The thin Slicer layer: module description and the widget's wiring. The parameter node, the
-logic class and the self-test live in ``TTTInterpolationSlicerLib`` (``parameters``,
-``module_logic``, ``self_test``; imported here, where Slicer looks for them by name), with
-the MRML helpers, the background engine process and the dependencies; the engine itself,
-``TTTInterpolationLib``, runs in a child process only: torch is never imported in Slicer's
-own process.
+The thin Slicer layer: the module's description and its widget's wiring, nothing else
+(Testing/test_module_ui.py keeps it so). The parameter node, logic class, self-test, sample
+data and texts live in ``TTTInterpolationSlicerLib`` (imported here, where Slicer looks for
+them by name), with the MRML helpers, the engine process and the dependencies; the engine,
+``TTTInterpolationLib``, runs in a child process only: torch never enters Slicer's process.
 
 This file must load under Python 3.9 (Slicer 5.8) far enough to say that the module needs a
 newer Slicer (``dependencies.version_problem``): no 3.10-only syntax here.
@@ -13,67 +12,27 @@ newer Slicer (``dependencies.version_problem``): no 3.10-only syntax here.
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
 import pathlib
 
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLSequenceNode
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
-from TTTInterpolationSlicerLib import (
-    dependencies,
-    logic,
-    module_logic,
-    parameters,
-    self_test,
-    sequences,
-    worker,
-)
-from TTTInterpolationSlicerLib.logic import EngineRun, EvaluationResult, Mode
+import TTTInterpolationSlicerLib
+from TTTInterpolationSlicerLib import dependencies, logic, module_logic, panel, sequences, worker
+from TTTInterpolationSlicerLib.logic import EngineRun, EvaluationProtocol, EvaluationResult, Mode
 from TTTInterpolationSlicerLib.module_logic import TTTInterpolationLogic, loadProblem
-from TTTInterpolationSlicerLib.parameters import TTTInterpolationParameterNode, frame_item
+from TTTInterpolationSlicerLib.parameters import TTTInterpolationParameterNode
 from TTTInterpolationSlicerLib.self_test import TTTInterpolationTest
-from TTTInterpolationSlicerLib.worker import Device, JobState, TTTTask
+from TTTInterpolationSlicerLib.worker import Device, JobState, Model
 
 # Slicer finds the module's logic, parameter node and self-test by these names here.
 __all__ = ["TTTInterpolation", "TTTInterpolationLogic", "TTTInterpolationParameterNode",
            "TTTInterpolationTest", "TTTInterpolationWidget"]
 
-HELP_TEXT = """
-Creates new time frames of a 4D sequence (cine MRI, 4D CT) between existing ones with
-UVI-Net, optionally adapted to the data at hand by test-time training (TTT). Pick a sequence,
-two frames and the number of frames to create (or upsample the whole sequence), then Apply.
-Evaluate mode hides the frames between A and B, predicts them with linear blending, UVI-Net
-and test-time training, and shows a table of scores and the errors side by side.
-The engine runs in a background process: Slicer stays responsive and Apply turns into Cancel.
-<br><br>Python console:
-<pre>
-logic = slicer.util.getModuleLogic("TTTInterpolation")
-out = logic.interpolate(getNode("MySequence"), frameA=0, frameB=4,
-                        numberOfFrames=3, ttt="cycle", steps=20)
-result = logic.evaluate(getNode("MySequence"), frameA=0, frameB=4, ttt="cycle")
-print(result.table())
-</pre>
-See the <a href="https://github.com/TTTInterpolation/SlicerTTTInterpolation#readme">
-documentation</a>.
-"""
-
-ACKNOWLEDGEMENT_TEXT = """
-Interpolation network: UVI-Net (Kim et al., "Data-Efficient Unsupervised Interpolation Without
-Any Intermediate Frame for 4D Medical Images", CVPR 2024). Test-time training: Zhang et al.,
-"Test Time Training for 4D Medical Image Interpolation", 2025. This module re-implements both
-methods; it does not contain the authors' code.
-"""
-
-
-#
-# TTTInterpolation
-#
 
 class TTTInterpolation(ScriptedLoadableModule):
     def __init__(self, parent) -> None:
@@ -82,48 +41,18 @@ class TTTInterpolation(ScriptedLoadableModule):
         self.parent.categories = ["Sequences"]
         self.parent.dependencies = ["Sequences"]
         self.parent.contributors = ["TTTInterpolation contributors"]
-        self.parent.helpText = HELP_TEXT
-        self.parent.acknowledgementText = ACKNOWLEDGEMENT_TEXT
+        self.parent.helpText = panel.HELP_TEXT
+        self.parent.acknowledgementText = panel.ACKNOWLEDGEMENT_TEXT
         problem = loadProblem()
         if problem:  # said once at load, shown in the panel, and no sample data to offer
             logging.error(problem)
-            self.parent.helpText = f"<b>{problem}</b><br><br>{HELP_TEXT}"
+            self.parent.helpText = panel.help_text(problem)
             return
         worker.add_engine_to_path(pathlib.Path(__file__).resolve().parent.parent)
-        slicer.app.connect("startupCompleted()", registerSampleData)
-
-
-def registerSampleData() -> None:
-    """"TTT phantom" in Sample Data: generated on the spot, nothing to download.
-
-    SampleData's source runs ``len(uris)`` and ``len(fileNames)`` on what it is given, so
-    empty lists, not the default ``None`` (a TypeError at every start).
-    """
-    import SampleData
-
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category="TTT Interpolation",
-        sampleName="TTT phantom",
-        uris=[],
-        fileNames=[],
-        thumbnailFileName=os.path.join(os.path.dirname(__file__),
-                                       "Resources/Icons/TTTInterpolation.png"),
-        customDownloader=loadPhantomSample,
-    )
-
-
-def loadPhantomSample(source) -> vtkMRMLSequenceNode:
-    """SampleData's custom downloader: build the phantom (numpy only, no engine packages)."""
-    return TTTInterpolationLogic().loadPhantom()
-
-
-#
-# TTTInterpolationWidget
-#
+        slicer.app.connect("startupCompleted()", module_logic.registerSampleData)
 
 
 class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    PROBE_POLL_MS = 250
     CLOCK_MS = 1000  # elapsed/remaining time and the engine log refresh this often
 
     def __init__(self, parent=None) -> None:
@@ -134,7 +63,6 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._inputID: str | None = None
         self._devices: list[Device] = [Device.AUTO, Device.CPU]
-        self._probe: dependencies.DeviceProbe | None = None
         self._evaluation: EvaluationResult | None = None
 
     def setup(self) -> None:
@@ -160,12 +88,9 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.frameBFromBrowserButton.connect("clicked()",
                                                 lambda: self.takeBrowserFrame("frameB"))
         self.ui.metricsTableWidget.connect("cellClicked(int,int)", self.onMetricsRowClicked)
-        self.ui.modelInfoLabel.text = logic.default_model_note()  # the weights' licence
         self.ui.metricsTableWidget.setColumnCount(len(logic.EVALUATION_COLUMNS))
         self.ui.metricsTableWidget.setHorizontalHeaderLabels(list(logic.EVALUATION_COLUMNS))
-        self._probeTimer = qt.QTimer()
-        self._probeTimer.setInterval(self.PROBE_POLL_MS)
-        self._probeTimer.connect("timeout()", self._pollDeviceProbe)
+        self._deviceWatch = module_logic.DeviceWatch(self.onDevicesFound)
         self._clock = qt.QTimer()
         self._clock.setInterval(self.CLOCK_MS)
         self._clock.connect("timeout()", self.showRunState)
@@ -176,17 +101,13 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.logic is None:  # the panel only showed the version message
             return
         self.logic.cancel()
-        if self._probe is not None:
-            self._probe.cancel()
-        self._probeTimer.stop()
+        self._deviceWatch.cancel()
         self._clock.stop()
         self.removeObservers()
 
     def onReload(self) -> None:
-        """Reload re-imports only this file: re-import the helpers first (dependencies first)."""
-        for module in (worker, sequences, dependencies, logic, parameters, module_logic,
-                       self_test):
-            importlib.reload(module)
+        """Reload re-imports only this file: re-import the helpers first."""
+        TTTInterpolationSlicerLib.reload()
         super().onReload()
 
     def enter(self) -> None:
@@ -210,19 +131,10 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def startDeviceProbe(self) -> None:
         """Find the GPUs in a short child process (torch stays out of Slicer's process)."""
-        if self._probe is not None:
-            self._probe.cancel()
         self.ui.deviceInfoLabel.text = "Looking for a GPU..."
-        self._probe = dependencies.DeviceProbe(worker.find_python())
-        self._probe.start()
-        self._probeTimer.start()
-        self._pollDeviceProbe()
+        self._deviceWatch.start()
 
-    def _pollDeviceProbe(self) -> None:
-        info = self._probe.poll() if self._probe is not None else None
-        if info is None:
-            return
-        self._probeTimer.stop()
+    def onDevicesFound(self, info: dependencies.DeviceInfo) -> None:
         self._devices = info.devices
         self.ui.deviceInfoLabel.text = info.describe()
         self._disableMissingDevices()
@@ -263,14 +175,16 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         running = self.logic.running
         evaluate = p.mode is Mode.EVALUATE
-        self.ui.betweenFramesWidget.visible = p.mode in (Mode.BETWEEN, Mode.EVALUATE)
+        self.ui.betweenFramesWidget.visible = p.mode is Mode.BETWEEN or (
+            evaluate and p.evaluationProtocol is EvaluationProtocol.BETWEEN)
         self.ui.numberOfFramesLabel.visible = p.mode is Mode.BETWEEN
         self.ui.numberOfFramesSpinBox.visible = p.mode is Mode.BETWEEN
         self.ui.upsampleWidget.visible = p.mode is Mode.UPSAMPLE
         self.ui.evaluationCollapsibleButton.visible = evaluate
         self.ui.outputsCollapsibleButton.visible = not evaluate
         self.ui.methodComboBox.enabled = not evaluate  # an evaluation compares every method
-        self.ui.weightsPathLineEdit.enabled = p.customWeights
+        self.ui.weightsPathLineEdit.enabled = p.model is Model.CUSTOM
+        self.ui.modelInfoLabel.text = logic.model_note(p.model, p.weightsFile)  # the licence
         count = p.inputSequence.GetNumberOfDataNodes() if p.inputSequence else 0
         if count:
             for spinBox in (self.ui.frameASpinBox, self.ui.frameBSpinBox):
@@ -280,18 +194,11 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._inputID = inputID
             if count >= 2:
                 p.frameA, p.frameB = 1, count
-        between = ((frame_item(p.frameA), frame_item(p.frameB)) if p.mode is not Mode.UPSAMPLE
-                   else None)
-        text = (sequences.describe(p.inputSequence, between) if p.inputSequence
-                else "Select a sequence of volumes.")
-        if evaluate and p.inputSequence:
-            hidden = p.frameB - p.frameA - 1
-            text += (f" {hidden} frames between A and B are hidden and predicted." if hidden > 0
-                     else " Frame B must be at least two frames after A.")
+        text, ready = panel.input_info(p.inputSequence, p.mode, panel.frame_item(p.frameA),
+                                       panel.frame_item(p.frameB), p.evaluationProtocol)
         self.ui.inputInfoLabel.text = text
-        ready = p.frameB - p.frameA >= 2 if evaluate else count >= 2
         self.ui.applyButton.text = "Cancel" if running else ("Evaluate" if evaluate else "Apply")
-        self.ui.applyButton.enabled = running or (count >= 2 and ready)
+        self.ui.applyButton.enabled = running or ready
         self.ui.applyButton.toolTip = ("Stop the engine; the scene stays as it was" if running
                                        else "Run the engine in a background process")
 
@@ -305,13 +212,6 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         setattr(p, parameter, item + 1)  # the browser's frame number
 
-    def evaluationTasks(self) -> list[TTTTask]:
-        """TTT tasks an evaluation compares: the chosen one, or all of them."""
-        p = self._parameterNode
-        if p.compareAllTasks:
-            return [task for task in TTTTask if task is not TTTTask.NONE]
-        return [p.ttt]
-
     def onApplyButton(self) -> None:
         if self.logic.running:
             self.logic.cancel()
@@ -322,21 +222,10 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             dependencies.ensure_all()
             if not hadTorch:  # torch arrived just now: look for the GPUs again
                 self.startDeviceProbe()
-            common = dict(scheme=p.scheme, steps=p.steps, learningRate=p.learningRate or None,
-                          weights=p.weightsFile if p.customWeights else None, device=p.device,
-                          seed=p.seed, halfResolutionFlow=p.halfResolutionFlow,
-                          onProgress=self.onProgress, onFinished=self.onFinished)
-            if p.mode is Mode.EVALUATE:
-                self.logic.evaluateAsync(p.inputSequence, frame_item(p.frameA),
-                                         frame_item(p.frameB),
-                                         ttt=self.evaluationTasks(), **common)
-            else:
-                self.logic.interpolateAsync(
-                    p.inputSequence, frame_item(p.frameA), frame_item(p.frameB),
-                    p.numberOfFrames,
-                    upsampleFactor=p.upsampleFactor if p.mode is Mode.UPSAMPLE else None,
-                    method=p.method, ttt=p.ttt, outputSequence=p.outputSequence,
-                    createMerged=p.createMerged, **common)
+            kind, args, options = panel.run_request(p)
+            start = self.logic.evaluateAsync if kind == "evaluate" else self.logic.interpolateAsync
+            start(p.inputSequence, *args, onProgress=self.onProgress, onFinished=self.onFinished,
+                  **options)
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = "Running..."
             self._clock.start()
@@ -369,20 +258,12 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.showRunState()
         self.updateGUI()
         self.ui.progressBar.format = "%p%"
-        took = logic.format_duration(run.elapsed)
-        if run.state is JobState.SUCCEEDED:
-            if isinstance(run.result, EvaluationResult):
-                self.showEvaluation(run.result)
-                self.ui.statusLabel.text = (f"Evaluated {len(run.result.settings)} settings on "
-                                            f"{len(run.hidden)} hidden frames in {took}.")
-            else:
-                self.ui.statusLabel.text = (f"Created {len(run.newValues)} frames in "
-                                            f"'{run.result.outputSequence.GetName()}' in {took}.")
+        self.ui.statusLabel.text = panel.finished_status(run)
+        if run.state is JobState.SUCCEEDED and isinstance(run.result, EvaluationResult):
+            self.showEvaluation(run.result)
         elif run.state is JobState.CANCELLED:
             self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = "Cancelled; nothing was changed."
-        else:
-            self.ui.statusLabel.text = f"Failed after {took}: {run.error}"
+        elif run.state is JobState.FAILED:
             # Only pass details that exist: the message box does not take None for them.
             log = getattr(run.error, "log", "") or run.log
             details = {"detailedText": log} if log else {}
@@ -402,14 +283,10 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table.resizeColumnsToContents()
         best = result.settings.index(result.best())
         table.selectRow(best)
-        self.ui.evaluationInfoLabel.text = (
-            "Slice views: truth (red), prediction (yellow), absolute error (green) of "
-            f"'{result.best().label}'. Click a row to show another setting; the sequence "
-            "toolbar's slider moves through the hidden frames in all three.")
+        self.ui.evaluationInfoLabel.text = panel.evaluation_caption(result.best().label)
 
     def onMetricsRowClicked(self, row: int, column: int) -> None:
         if self._evaluation is not None and 0 <= row < len(self._evaluation.settings):
             setting = self._evaluation.settings[row]
             self._evaluation.show(setting)
-            self.ui.evaluationInfoLabel.text = (
-                f"Showing '{setting.label}': truth (red), prediction (yellow), error (green).")
+            self.ui.evaluationInfoLabel.text = panel.evaluation_caption(setting.label, True)

@@ -154,11 +154,11 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 def _evaluation_cases(args: argparse.Namespace, protocol: str,
                       progress: Any) -> list[Any]:
-    """The cases of ``evaluate`` under ``protocol``: rows of ``--cases``, or ``--frames`` pairs
-    of the INPUT (protocol ``pair``)."""
+    """The cases of ``evaluate`` under ``protocol``: rows of ``--cases``; or the INPUT, as
+    ``--frames`` pairs (protocol ``pair``) or as one case under ``x2`` / ``x4``."""
     from .data.phantoms.shifts import Shift
     from .fileio.volume_io import read_4d
-    from .workflows.protocols import pair_case
+    from .workflows.protocols import pair_case, protocol_case
     from .workflows.sequence_cases import load_cases, shift_sequence
     from .workflows.validation import check_request
 
@@ -166,21 +166,34 @@ def _evaluation_cases(args: argparse.Namespace, protocol: str,
     if args.cases is not None:
         return load_cases(args.cases, args.split, shift, args.limit, progress, protocol)
     seq = shift_sequence(read_4d(args.inputs), shift, args.seed)
+    if protocol != "pair":  # one case: the whole INPUT, every k-th frame kept
+        request = check_request(seq, [], hide=True)  # the volume size, before the slow work
+        return [protocol_case(request.seq, protocol, name=Path(args.inputs[0]).name)]
     request = check_request(seq, [_frame_pair(f) for f in args.frames], hide=True)
     return [pair_case(request.seq, c.a, c.b, checked=c) for c in request.cases or ()]
 
 
 def _protocols(args: argparse.Namespace) -> list[str]:
-    """``--protocol`` values (``--cases`` only), or ``pair`` for ``--frames`` on an INPUT."""
+    """``--protocol`` values, or ``pair`` for ``--frames`` on an INPUT.
+
+    With ``--cases`` every protocol applies (default ``edes``); an INPUT takes ``--frames``
+    pairs or the protocols ``x2`` / ``x4``, not both (``edes`` needs the case list's ed and
+    es: for one INPUT that is ``--frames ED ES``).
+    """
     if args.cases is not None:
         if args.inputs or args.frames:
             raise InputError("give either --cases or INPUT with --frames, not both")
         return list(dict.fromkeys(args.protocol or ["edes"]))
-    if not args.inputs or not args.frames:
-        raise InputError("give INPUT and --frames A B (repeatable), or --cases CSV")
+    if not args.inputs or not (args.frames or args.protocol):
+        raise InputError("give INPUT with --frames A B (repeatable) or --protocol x2/x4, or "
+                         "--cases CSV")
+    if args.frames and args.protocol:
+        raise InputError("give INPUT either --frames A B or --protocol, not both")
     if args.protocol:
-        raise InputError("--protocol applies to --cases; with INPUT, --frames A B says what "
-                         "is hidden")
+        if "edes" in args.protocol:
+            raise InputError("--protocol edes needs --cases (the case list gives ed and es); "
+                             "for one INPUT give --frames ED ES")
+        return list(dict.fromkeys(args.protocol))
     return ["pair"]
 
 
@@ -490,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="a 4D file (or 3D frame files); or give --cases instead")
     p.add_argument("--frames", nargs=2, type=int, action="append", metavar=("A", "B"),
-                   help="a pair of frames of INPUT (repeat for more cases)")
+                   help="a pair of frames of INPUT, every frame between them hidden (repeat "
+                   "for more cases); or --protocol x2 / x4")
     p.add_argument("--cases", default=None, metavar="CSV",
                    help="case list (path, ed, es[, case, split] columns, e.g. "
                    "shared/data/acdc-4d/cases.csv): one case per row, every frame between ed "
@@ -498,9 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=SPLITS, default="all",
                    help="rows of --cases to use (default all)")
     p.add_argument("--protocol", choices=PROTOCOLS, nargs="+", default=None,
-                   help="with --cases, what is hidden (several: one table each): edes = every "
-                   "frame between ed and es (default); x2 / x4 = keep every 2nd / 4th frame and "
-                   "fill the rest")
+                   help="what is hidden (several: one table each): edes = every frame between "
+                   "ed and es (--cases only, its default); x2 / x4 = keep every 2nd / 4th frame "
+                   "(0, k, 2k, ...), hide and fill the rest (frames after the last kept one are "
+                   "dropped); with INPUT: x2 / x4 instead of --frames, never both")
     p.add_argument("--shift", default=None,
                    help="distribution shift applied to every sequence, e.g. "
                    "'gamma=1.5,noise=0.03,bias=0.2' (Rician noise, seeded per case)")

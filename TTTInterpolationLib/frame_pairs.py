@@ -1,7 +1,9 @@
-"""The one check of a pair of frames of a sequence: items, index values, the frames between.
+"""The one check of a pair of frames of a sequence: items, index values, the frames between;
+and the pairs the ``x2`` / ``x4`` protocols keep.
 
 Pure Python (no numpy, no torch), so the engine's request checks and the Slicer module's
-logic run the very same code: a pair is refused or accepted alike everywhere, in either order.
+logic run the very same code: a pair is refused or accepted alike everywhere, in either order,
+and a protocol hides the same frames everywhere.
 """
 
 from __future__ import annotations
@@ -52,3 +54,26 @@ def frames_between(values: Sequence[float], a: int, b: int
                          "monotonic, so the frames between them are not between them in time: "
                          "sort the frames by index value first")
     return hidden, times
+
+
+#: Protocols that keep every k-th frame (0, k, 2k, ...) and hide the frames between.
+KEEP_EVERY = {"x2": 2, "x4": 4}
+
+
+def kept_frames(num_frames: int, factor: int) -> list[int]:
+    """``0, factor, 2 factor, ...`` up to the last frame."""
+    return list(range(0, num_frames, factor))
+
+
+def protocol_pairs(num_frames: int, protocol: str, name: str = "the input"
+                   ) -> list[tuple[int, int]]:
+    """The pairs of neighbouring kept frames under ``x2`` / ``x4``: the frames between each
+    pair are hidden (and filled). Frames after the last kept one are dropped: neither seen
+    nor scored."""
+    factor = KEEP_EVERY[protocol]
+    kept = kept_frames(num_frames, factor)
+    if len(kept) < 2:
+        nth = {2: "2nd", 3: "3rd"}.get(factor, f"{factor}th")
+        raise InputError(f"{name}: {num_frames} frames are too few to keep every {nth} frame "
+                         f"and fill between them (at least {factor + 1})")
+    return list(zip(kept, kept[1:], strict=False))

@@ -203,6 +203,52 @@ def test_evaluate_writes_the_scored_frames_with_predictions(phantom, tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+def test_evaluate_one_input_under_the_x2_and_x4_protocols(phantom, tmp_path):
+    """``evaluate INPUT --protocol x2 x4`` (no --cases): every 2nd / 4th frame kept, the rest
+    hidden and predicted, one case of the whole INPUT per protocol; frames after the last
+    kept one dropped. Linear blending is checked by hand."""
+    out, folder = tmp_path / "r.json", tmp_path / "frames"
+    res = run_cli("evaluate", phantom, "--protocol", "x2", "x4", "--method", "linear",
+                  "--device", "cpu", "--progress", "none", "--json", out,
+                  "--predictions", folder)
+    assert res.returncode == 0, res.stderr
+    assert "x2: keep every 2nd frame" in res.stdout and "x4: keep every 4th frame" in res.stdout
+    reports = {r["protocol"]: r for r in json.loads(out.read_text())["protocols"]}
+    assert reports["x2"]["pairs"] == [[[0, 2], [2, 4], [4, 6], [6, 8]]]  # frame 9 dropped
+    assert reports["x4"]["pairs"] == [[[0, 4], [4, 8]]]
+    assert reports["x2"]["cases"] == ["cardiac.seq.nrrd"]
+    seq = read_4d(phantom)
+    for protocol, hidden in (("x2", [1, 3, 5, 7]), ("x4", [1, 2, 3, 5, 6, 7])):
+        (row,) = reports[protocol]["table"]
+        assert row["n_frames"] == len(hidden)
+        ((path,),) = reports[protocol]["predictions"]
+        written = read_4d(path)
+        assert written.index_values == pytest.approx([seq.index_values[h] for h in hidden])
+    x2 = read_4d(reports["x2"]["predictions"][0][0]).frames
+    np.testing.assert_allclose(x2[1], (seq.frames[2] + seq.frames[4]) / 2, atol=1e-4)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--frames", "0", "4", "--protocol", "x2"], "either --frames A B or --protocol, not both"),
+    (["--protocol", "edes"], "--protocol edes needs --cases"),
+    ([], "give INPUT with --frames A B (repeatable) or --protocol x2/x4"),
+])
+def test_evaluate_input_protocol_mistakes_are_one_line(phantom, tmp_path, extra, message):
+    res = run_cli("evaluate", phantom, *extra, "--method", "linear", "--json",
+                  tmp_path / "r.json")
+    assert res.returncode == 2 and message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.json").exists()
+
+
+def test_evaluate_protocol_needs_enough_frames(tmp_path):
+    short = tmp_path / "short.seq.nrrd"
+    write_4d(short, make_phantom_sequence("cardiac", 4, SIZE, seed=0))
+    res = run_cli("evaluate", short, "--protocol", "x4", "--method", "linear")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "4 frames are too few to keep every 4th frame and fill between them (at least 5)" \
+        in res.stderr
+
+
 def test_train_then_interpolate_with_the_checkpoint(tmp_path):
     data = tmp_path / "pairs"
     res = run_cli("phantom", "--pairs", "2", "--size", *map(str, SIZE), "-o", data)

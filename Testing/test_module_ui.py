@@ -47,8 +47,11 @@ CLASS_BY_SUFFIX = [
 # connectors compare type(widget) exactly, so a subclass would not do).
 ENUMS = {cls.__name__ for module in (logic, worker) for cls in vars(module).values()
          if isinstance(cls, type) and issubclass(cls, enum.Enum) and hasattr(cls, "label")}
+# ``str`` is bound to a path field by the module's own connector (parameters.py), so that an
+# unset file is "" rather than pathlib.Path() == ".".
 CONNECTOR_CLASS = {"bool": "QCheckBox", "int": "QSpinBox", "float": "QDoubleSpinBox",
-                   "pathlib.Path": "ctkPathLineEdit", "vtkMRMLSequenceNode": "qMRMLNodeComboBox",
+                   "pathlib.Path": "ctkPathLineEdit", "str": "ctkPathLineEdit",
+                   "vtkMRMLSequenceNode": "qMRMLNodeComboBox",
                    **dict.fromkeys(ENUMS, "QComboBox")}
 # Sections only group rows; Designer's default label names mark plain row captions.
 LAYOUT_ONLY_CLASSES = {"ctkCollapsibleButton"}
@@ -197,8 +200,9 @@ def test_slicer_module_checks_the_version_before_anything_else() -> None:
 
 def test_slicer_widget_finds_devices_in_a_child_process_and_again_after_install() -> None:
     assert "self.startDeviceProbe" in calls_in_order(method("TTTInterpolationWidget", "setup"))
-    assert "dependencies.DeviceProbe" in calls_in_order(
+    assert "self._deviceWatch.start" in calls_in_order(
         method("TTTInterpolationWidget", "startDeviceProbe"))
+    assert "dependencies.DeviceProbe" in calls_in_order(method("DeviceWatch", "start"))
     apply = calls_in_order(method("TTTInterpolationWidget", "onApplyButton"))
     assert apply.index("dependencies.ensure_all") < apply.index("self.startDeviceProbe")
 
@@ -239,15 +243,18 @@ def test_slicer_parameter_defaults_come_from_the_engine_and_no_unused_annotation
 
 
 def test_slicer_panel_counts_frames_from_one_as_the_browser_does() -> None:
-    """The panel's Frame A / B are the browser's frame numbers (from 1); the logic gets item
-    indices (from 0) through frame_item, and the browser's item becomes a frame number."""
+    """The panel's Frame A / B are the browser's frame numbers (from 1); Apply hands the
+    logic what ``panel.run_request`` makes of them (item indices from 0, tested headless in
+    test_slicer_logic.py), and the browser's item becomes a frame number."""
     node = next(n for n in module_tree().body if isinstance(n, ast.ClassDef)
                 and n.name == "TTTInterpolationParameterNode")
     fields = {ast.unparse(f.target): f for f in node.body if isinstance(f, ast.AnnAssign)}
     assert [ast.unparse(fields[k].value) for k in ("frameA", "frameB")] == ["1", "2"]
     assert "WithinRange(1," in ast.unparse(fields["frameA"].annotation)
-    apply = ast.unparse(method("TTTInterpolationWidget", "onApplyButton"))
-    assert apply.count("frame_item(p.frameA)") == 2 and apply.count("frame_item(p.frameB)") == 2
+    assert "panel.run_request" in calls_in_order(method("TTTInterpolationWidget",
+                                                        "onApplyButton"))
+    update = ast.unparse(method("TTTInterpolationWidget", "updateGUI"))
+    assert "panel.frame_item(p.frameA)" in update and "panel.frame_item(p.frameB)" in update
     take = ast.unparse(method("TTTInterpolationWidget", "takeBrowserFrame"))
     assert "item + 1" in take
     for name in ("frameASpinBox", "frameBSpinBox"):
@@ -267,3 +274,67 @@ def test_slicer_leaving_the_module_restores_the_layout_of_before_an_evaluation()
     assert "self.lastResult.restoreLayout" in calls_in_order(
         method("TTTInterpolationLogic", "restoreLayout"))
 
+
+
+def test_slicer_unset_weights_file_is_empty_not_a_dot() -> None:
+    """An unset weights file is "" (an empty field; the logic passes no --weights), not
+    ``pathlib.Path()``, which is "." and showed as "." in the panel. Slicer's connector binds a
+    path field to Path only: the module registers its own for ``str``."""
+    node = next(n for n in module_tree().body if isinstance(n, ast.ClassDef)
+                and n.name == PARAMETER_CLASS)
+    field = next(f for f in node.body if isinstance(f, ast.AnnAssign)
+                 and ast.unparse(f.target) == "weightsFile")
+    assert ast.unparse(field.annotation) == "str" and ast.literal_eval(field.value) == ""
+    assert ui_widgets()[bound_widgets()["weightsFile"]].get("class") == "ctkPathLineEdit"
+    connectors = [n for n in module_tree().body if isinstance(n, ast.ClassDef)
+                  and "parameterNodeGuiConnector" in map(ast.unparse, n.decorator_list)]
+    represents = [ast.unparse(method(c.name, "canRepresent")) for c in connectors]
+    assert any("ctk.ctkPathLineEdit" in r and "str" in r for r in represents)
+    read = next(ast.unparse(method(c.name, "read")) for c in connectors
+                if "ctk.ctkPathLineEdit" in ast.unparse(method(c.name, "canRepresent")))
+    assert read.endswith("return self._widget.currentPath")  # the text as it is: "" when empty
+
+
+def test_slicer_model_choice_is_wired_to_the_path_field_note_and_engine() -> None:
+    """The model combo box (registry models + a custom file) enables the path field and sets
+    the licence note (``--weights`` from it: ``panel.run_request``, tested headless in
+    test_slicer_logic.py); older scenes are repaired before they are read."""
+    assert bound_widgets()["model"] == "modelComboBox"
+    assert parameter_types()["model"] == "Model"
+    update = ast.unparse(method("TTTInterpolationWidget", "updateGUI"))
+    assert "self.ui.weightsPathLineEdit.enabled = p.model is Model.CUSTOM" in update
+    assert "self.ui.modelInfoLabel.text = logic.model_note(p.model, p.weightsFile)" in update
+    calls = calls_in_order(method("TTTInterpolationLogic", "getParameterNode"))
+    assert calls.index("logic.repair_saved_parameters") < calls.index(
+        "TTTInterpolationParameterNode")
+    assert "customWeights" not in "\n".join(p.read_text() for p in MODULE_SOURCES)
+
+
+def test_slicer_evaluation_protocol_is_chosen_in_the_evaluation_section() -> None:
+    """The protocol combo box sits in the Evaluation section, bound to the parameter node;
+    frames A and B show only where they count; the info line and Apply follow the protocol
+    (and ``panel.run_request`` passes it on: tested headless in test_slicer_logic.py)."""
+    section = next(w for w in ET.parse(UI_FILE).getroot().iter("widget")
+                   if w.get("name") == "evaluationCollapsibleButton")
+    assert "evaluationProtocolComboBox" in {w.get("name") for w in section.iter("widget")}
+    assert bound_widgets()["evaluationProtocol"] == "evaluationProtocolComboBox"
+    assert parameter_types()["evaluationProtocol"] == "EvaluationProtocol"
+    update = ast.unparse(method("TTTInterpolationWidget", "updateGUI"))
+    assert ("self.ui.betweenFramesWidget.visible = p.mode is Mode.BETWEEN or (evaluate and "
+            "p.evaluationProtocol is EvaluationProtocol.BETWEEN)") in update
+    assert "p.evaluationProtocol)" in update  # panel.input_info(..., p.evaluationProtocol)
+
+
+MODULE_FILE_MAX_LINES = 300
+
+
+def test_slicer_module_file_stays_thin() -> None:
+    """The module file is the widget's wiring and the module's description, nothing else:
+    texts, helpers, the logic, sample data and the parameter node live in the SlicerLib."""
+    source = MODULE_FILE.read_text()
+    assert len(source.splitlines()) <= MODULE_FILE_MAX_LINES
+    tree = ast.parse(source)
+    defined = [n.name for n in tree.body if isinstance(n, ast.ClassDef | ast.FunctionDef)]
+    assert defined == ["TTTInterpolation", "TTTInterpolationWidget"]
+    constants = [ast.unparse(n.targets[0]) for n in tree.body if isinstance(n, ast.Assign)]
+    assert constants == ["__all__"]

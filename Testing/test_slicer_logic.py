@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import psutil
@@ -18,9 +19,20 @@ import vtk
 
 from TTTInterpolationLib.data.phantoms.sequences import end_frames, make_phantom_sequence
 from TTTInterpolationLib.fileio.geometry import ras_affine_from_geometry
-from TTTInterpolationSlicerLib import logic, sequences
-from TTTInterpolationSlicerLib.worker import EngineInputError, JobState, TTTTask
+from TTTInterpolationSlicerLib import logic, panel, sequences
+from TTTInterpolationSlicerLib.logic import EvaluationProtocol, Mode
+from TTTInterpolationSlicerLib.worker import (
+    DEFAULT_MODEL,
+    Device,
+    EngineInputError,
+    JobState,
+    Method,
+    Model,
+    Scheme,
+    TTTTask,
+)
 
+from .test_module_ui import parameter_types
 from .test_slicer_sequences import oblique_matrix, slice_views
 
 TIMEOUT = 60.0
@@ -168,10 +180,12 @@ def test_logic_uvinet_fills_a_chosen_output_sequence(
     chosen.SetDataNodeAtValue(source.GetNthDataNode(0), "7")  # stale content to be replaced
     before = node_ids(scene)
 
-    result = logic.run_to_end(logic.create_run(
-        scene, sequences_logic, source, 1, 3, 1, ttt="none", device="cpu",
-        outputSequence=chosen, tempParent=temp_parent), interval=0.05)
+    run = logic.create_run(scene, sequences_logic, source, 1, 3, 1, ttt="none", device="cpu",
+                           outputSequence=chosen, weights=Model("acdc-uvinet"),
+                           tempParent=temp_parent)
+    result = logic.run_to_end(run, interval=0.05)
 
+    assert "--weights acdc-uvinet" in run.log.splitlines()[0]  # the engine takes the name
     assert result.outputSequence is chosen and chosen.GetName() == "my result"
     assert sequences.index_values(chosen) == [2.0]
     assert result.mergedSequence is None
@@ -432,6 +446,60 @@ def test_logic_evaluation_end_to_end(
     assert not any(temp_parent.iterdir())
 
 
+def test_logic_evaluation_under_the_x2_protocol(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path) -> None:
+    """Keep every 2nd frame, predict the rest: one engine process (``--protocol x2``) for
+    every gap; the truth is the input's hidden frames, each prediction and error sits at its
+    frame's index value. Uneven times make linear blending computable by hand; the 6th frame,
+    after the last kept one, is neither shown to the engine nor scored."""
+    frames = same_range_frames(6)
+    values = [0, 10, 30, 60, 100, 150]
+    source = cine(scene, frames, values)
+    run = logic.create_evaluation(scene, sequences_logic, source, protocol="x2", device="cpu",
+                                  tempParent=temp_parent)
+    assert (run.pairs, run.hidden) == ([(0, 2), (2, 4)], [1, 3])
+    result = logic.run_to_end(run, interval=0.05)
+
+    truth = result.truthSequence
+    assert sequences.index_values(truth) == [10.0, 60.0]
+    for item, hidden in enumerate((1, 3)):
+        np.testing.assert_array_equal(sequences.array_ijk(truth.GetNthDataNode(item)),
+                                      frames[hidden])
+    linear = result.settings[0]
+    assert linear.label == "linear blending" and linear.scores["n_frames"] == 2
+    for item, (a, b, t) in enumerate(((0, 2, 1 / 3), (2, 4, 3 / 7))):
+        expected = (1 - t) * frames[a].astype(float) + t * frames[b]
+        predicted = sequences.array_ijk(linear.predictionSequence.GetNthDataNode(item))
+        np.testing.assert_allclose(predicted, expected, atol=1.0)
+        error = sequences.array_ijk(linear.errorSequence.GetNthDataNode(item))
+        # The error is the engine's float prediction's; the prediction shown is rounded to
+        # the input's int16.
+        np.testing.assert_allclose(error, np.abs(predicted - frames[(1, 3)[item]]), atol=0.501)
+    for evaluated in result.settings:
+        assert sequences.index_values(evaluated.predictionSequence) == [10.0, 60.0]
+    command = run.log.splitlines()[0]
+    assert " --protocol x2 " in command and "--frames" not in command
+    assert result.engineReport["protocols"][0]["pairs"] == [[[0, 2], [2, 4]]]
+    assert not any(temp_parent.iterdir())
+
+
+@pytest.mark.parametrize(("protocol", "count", "message"), [
+    ("x4", 4, "too few to keep every 4th frame"),
+    ("x2", 2, "too few to keep every 2nd frame"),
+    ("x3", 9, "x3"),
+])
+def test_logic_evaluation_protocol_rejects_short_sequences(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path, protocol: str, count: int, message: str) -> None:
+    source = cine(scene, same_range_frames(count, (4, 4, 4)), list(range(count)))
+    before = node_ids(scene)
+    with pytest.raises(ValueError, match=message):
+        logic.create_evaluation(scene, sequences_logic, source, protocol=protocol,
+                                tempParent=temp_parent)
+    assert node_ids(scene) == before and not any(temp_parent.iterdir())
+
+
 def test_logic_evaluation_engine_failure_changes_nothing(
         scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
         temp_parent: Path) -> None:
@@ -488,8 +556,139 @@ def test_logic_remaining_time() -> None:
     assert logic.describe_timing(3.0, None) == "3 s elapsed, estimating"
 
 
-def test_logic_names_the_default_model_and_its_licence() -> None:
-    """The panel shows the registry's default model with its weights' licence."""
-    note = logic.default_model_note()
-    assert note == "Default: acdc-uvinet, weights CC BY-NC-SA 4.0 (trained on ACDC images)"
+def test_logic_model_note_follows_the_chosen_model(tmp_path: Path) -> None:
+    """The panel names the chosen model's weights licence (from the engine's registry)."""
+    note = logic.model_note(Model("acdc-uvinet"))
+    assert note.startswith("acdc-uvinet (default): weights CC BY-NC-SA 4.0 (trained on ACDC "
+                           "images). UVI-Net + rotation/MAE heads trained on ACDC")
+    assert logic.model_note(Model.CUSTOM, "") == (
+        "Choose a .safetensors or .pt checkpoint; until then the default model (acdc-uvinet) "
+        "is used.")
+    own = tmp_path / "mine.safetensors"
+    assert "yours to check" in logic.model_note(Model.CUSTOM, str(own))
+    assert logic.model_note("acdc-uvinet") == note  # by name too
 
+
+def test_logic_engine_command_line_carries_the_chosen_model(tmp_path: Path) -> None:
+    """A registered model goes to the engine by its name (``--weights`` takes names), a
+    custom file by its path, an empty custom file not at all."""
+    own = tmp_path / "mine.safetensors"
+    own.write_bytes(b"")
+
+    def weights_option(model: Model, path: str = "") -> list[str]:
+        args = logic.engine_options(weights=logic.chosen_weights(model, path)).arguments()
+        return args[args.index("--weights"):][:2] if "--weights" in args else []
+
+    assert weights_option(Model("acdc-uvinet")) == ["--weights", "acdc-uvinet"]
+    assert weights_option(Model("acdc-uvinet"), str(own)) == ["--weights", "acdc-uvinet"]
+    assert weights_option(Model.CUSTOM, str(own)) == ["--weights", str(own)]
+    assert weights_option(Model.CUSTOM, "") == []
+    # The console API takes a choice, a registered name or a path alike.
+    assert logic.engine_options(weights=Model("acdc-uvinet")).weights == "acdc-uvinet"
+    assert logic.engine_options(weights="acdc-uvinet").weights == "acdc-uvinet"
+    with pytest.raises(ValueError, match="nor a registered model: acdc-uvinet"):
+        logic.engine_options(weights="acdc-uvnet").validate()
+
+
+def test_logic_repairs_what_older_scenes_saved() -> None:
+    """A model gone from the registry, or the "." of an unset Path, is forgotten before the
+    parameter node wrapper reads the node (it would refuse the unknown choice)."""
+    node = slicer.vtkMRMLScriptedModuleNode()
+    node.SetParameter("model", "acdc-uvinet")
+    node.SetParameter("weightsFile", "/data/mine.pt")
+    logic.repair_saved_parameters(node)
+    assert (node.GetParameter("model"), node.GetParameter("weightsFile")) == (
+        "acdc-uvinet", "/data/mine.pt")
+    node.SetParameter("model", "a-model-since-removed")
+    node.SetParameter("weightsFile", ".")
+    logic.repair_saved_parameters(node)
+    assert node.GetParameterNames() == ()
+
+
+@pytest.mark.parametrize("unset", [None, "", ".", " "])
+def test_logic_unset_weights_file_passes_no_weights_option(unset: str | None) -> None:
+    """No file chosen: no --weights at all, so the engine uses its default model (an empty
+    field once read back as pathlib.Path() == "." and went to the engine as "--weights .")."""
+    options = logic.engine_options(weights=unset)
+    assert options.weights is None and "--weights" not in options.shared_arguments()
+    chosen = logic.engine_options(weights=__file__).shared_arguments()
+    assert chosen[chosen.index("--weights") + 1] == __file__
+
+
+def panel_settings(**changes) -> SimpleNamespace:
+    """The panel's parameter node as it starts (its defaults), with ``changes``: a headless
+    stand-in with exactly the parameter node's fields."""
+    fields = dict(inputSequence=None, mode=Mode.BETWEEN, frameA=1, frameB=2, numberOfFrames=3,
+                  upsampleFactor=2, ttt=TTTTask.NONE, scheme=Scheme.ONLINE, steps=10,
+                  method=Method.UVINET, learningRate=0.0, model=DEFAULT_MODEL, weightsFile="",
+                  device=Device.AUTO, seed=0, halfResolutionFlow=False, outputSequence=None,
+                  createMerged=False, evaluationProtocol=EvaluationProtocol.BETWEEN,
+                  compareAllTasks=False)
+    assert set(fields) == set(parameter_types())  # the stand-in has the node's fields
+    return SimpleNamespace(**{**fields, **changes})
+
+
+def test_panel_apply_asks_the_logic_what_the_settings_say(
+        scene: slicer.vtkMRMLScene, sequences_logic: slicer.vtkSlicerSequencesLogic,
+        temp_parent: Path, tmp_path: Path) -> None:
+    """Apply's request, fed to the console API as the panel does: frame numbers from 1
+    become items from 0, the model choice becomes --weights, every name is one the logic
+    takes (runs are built, not started)."""
+    source = cine(scene, same_range_frames(5, (4, 4, 4)), [0, 10, 20, 30, 40])
+
+    def build(settings: SimpleNamespace) -> logic.EngineRun:
+        kind, args, options = panel.run_request(settings)
+        create = logic.create_evaluation if kind == "evaluate" else logic.create_run
+        return create(scene, sequences_logic, source, *args, tempParent=temp_parent, **options)
+
+    run = build(panel_settings(frameA=2, frameB=5, numberOfFrames=2, learningRate=2e-4))
+    assert run.tasks == [logic.PairTask(1, 4, (1 / 3, 2 / 3))] and run.factor is None
+    assert (run.options.weights, run.options.learning_rate) == ("acdc-uvinet", 2e-4)
+    run = build(panel_settings(mode=Mode.UPSAMPLE, upsampleFactor=3, model=Model.CUSTOM))
+    assert run.factor == 3 and run.options.weights is None  # no file chosen: no --weights
+    own = tmp_path / "mine.pt"
+    own.write_bytes(b"")
+    run = build(panel_settings(mode=Mode.EVALUATE, frameA=1, frameB=4, compareAllTasks=True,
+                               model=Model.CUSTOM, weightsFile=str(own)))
+    assert run.hidden == [1, 2] and run.options.weights == own
+    assert [s.ttt for s in run.settings][3:] == [t for t in TTTTask if t is not TTTTask.NONE]
+    run = build(panel_settings(mode=Mode.EVALUATE, evaluationProtocol=EvaluationProtocol.X2))
+    assert (run.protocol, run.pairs, run.hidden) == (EvaluationProtocol.X2, [(0, 2), (2, 4)],
+                                                    [1, 3])
+    assert not any(temp_parent.iterdir())
+
+
+def test_panel_input_line_and_readiness(scene: slicer.vtkMRMLScene) -> None:
+    source = cine(scene, same_range_frames(4, (4, 4, 4)), [0, 10, 20, 30])
+    assert panel.input_info(None, Mode.BETWEEN, 0, 1) == ("Select a sequence of volumes.", False)
+    assert panel.input_info(source, Mode.BETWEEN, 0, 3) == (
+        "4 frames, time from 0 to 30 ms. A at 0 ms, B at 30 ms.", True)
+    assert panel.input_info(source, Mode.UPSAMPLE, 0, 3) == (
+        "4 frames, time from 0 to 30 ms.", True)
+    assert panel.input_info(source, Mode.EVALUATE, 0, 3) == (
+        "4 frames, time from 0 to 30 ms. A at 0 ms, B at 30 ms. 2 frames between A and B are "
+        "hidden and predicted.", True)
+    text, ready = panel.input_info(source, Mode.EVALUATE, 1, 2)
+    assert text.endswith("Frame B must be at least two frames after A.") and not ready
+    # Under a protocol frames A and B do not count: the kept frames, as the browser counts.
+    assert panel.input_info(source, Mode.EVALUATE, 1, 2, EvaluationProtocol.X2) == (
+        "4 frames, time from 0 to 30 ms. 2 frames kept (1, 3, ..., 3), the 1 between them "
+        "hidden and predicted; the last 1 not used.", True)
+    assert panel.input_info(source, Mode.EVALUATE, 1, 2, EvaluationProtocol.X4) == (
+        "4 frames, time from 0 to 30 ms. The sequence: 4 frames are too few to keep every 4th "
+        "frame and fill between them (at least 5).", False)
+
+
+def test_panel_status_and_captions(scene: slicer.vtkMRMLScene) -> None:
+    output = scene.AddNewNodeByClass(sequences.SEQUENCE_CLASS, "cine interpolated")
+    done = SimpleNamespace(state=JobState.SUCCEEDED, elapsed=65.0, newValues=[1.0, 2.0],
+                           result=SimpleNamespace(outputSequence=output))
+    assert panel.finished_status(done) == "Created 2 frames in 'cine interpolated' in 1 min 05 s."
+    cancelled = SimpleNamespace(state=JobState.CANCELLED, elapsed=3.0)
+    assert panel.finished_status(cancelled) == "Cancelled; nothing was changed."
+    failed = SimpleNamespace(state=JobState.FAILED, elapsed=3.0, error=ValueError("no frames"))
+    assert panel.finished_status(failed) == "Failed after 3 s: no frames"
+    assert "of 'UVI-Net'. Click a row" in panel.evaluation_caption("UVI-Net")
+    assert panel.evaluation_caption("UVI-Net", True).startswith("Showing 'UVI-Net': truth")
+    assert panel.help_text().startswith("\nCreates new time frames")
+    assert panel.help_text("Too old.").startswith("<b>Too old.</b><br><br>")

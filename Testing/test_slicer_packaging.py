@@ -174,8 +174,12 @@ def test_slicer_sample_data_source_is_registered_with_lists() -> None:
     assert len(set(lengths)) == 1
     downloader = keywords["customDownloader"]
     assert isinstance(downloader, ast.Name)  # a named module function SampleData can call
-    tree = ast.parse((MODULE_DIR / "TTTInterpolation.py").read_text())
-    assert downloader.id in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    source = MODULE_DIR / "TTTInterpolationSlicerLib" / "module_logic.py"
+    tree = ast.parse(source.read_text())
+    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert {downloader.id, "registerSampleData"} <= functions
+    module = ast.unparse(ast.parse((MODULE_DIR / "TTTInterpolation.py").read_text()))
+    assert 'slicer.app.connect(\'startupCompleted()\', module_logic.registerSampleData)' in module
 
 
 def might_be_none(value: ast.expr) -> bool:
@@ -203,7 +207,11 @@ def test_slicer_module_description_satisfies_generic_tests() -> None:
     for attribute in ("title", "categories", "contributors", "helpText", "acknowledgementText"):
         assert attribute in assigned, f"self.parent.{attribute} is not set"
     assert ast.literal_eval(assigned["categories"]) == [extension_metadata()["EXTENSION_CATEGORY"]]
-    constants = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body
+    module = ast.unparse(tree)
+    assert "self.parent.helpText = panel.HELP_TEXT" in module
+    assert "self.parent.acknowledgementText = panel.ACKNOWLEDGEMENT_TEXT" in module
+    texts = ast.parse((MODULE_DIR / "TTTInterpolationSlicerLib" / "panel.py").read_text())
+    constants = {n.targets[0].id: ast.literal_eval(n.value) for n in texts.body
                  if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
                  and isinstance(n.value, ast.Constant)}
     assert "UVI-Net" in constants["ACKNOWLEDGEMENT_TEXT"]

@@ -26,6 +26,8 @@ from TTTInterpolationLib.fileio.volume_io import read_4d, write_4d
 from TTTInterpolationLib.volume import Sequence4D
 from TTTInterpolationSlicerLib.worker import (
     CONTRACT,
+    CUSTOM_WEIGHTS,
+    DEFAULT_MODEL,
     Device,
     EngineError,
     EngineInputError,
@@ -33,6 +35,7 @@ from TTTInterpolationSlicerLib.worker import (
     EngineOptions,
     JobState,
     Method,
+    Model,
     ProgressEvent,
     Scheme,
     TTTTask,
@@ -137,6 +140,26 @@ def test_worker_choices_come_from_the_engine() -> None:
         described["defaults"]["steps"], described["defaults"]["scheme"],
         described["defaults"]["task"], described["defaults"]["seed"])
     assert described["models"]["default"] in [e["name"] for e in described["models"]["entries"]]
+
+
+def test_worker_model_choices_are_the_registry_models_and_a_file() -> None:
+    """The model combo box lists the registry's models with weights (``describe --json``),
+    labelled by name (the default marked), then a custom file; the engine parses the name."""
+    printed = subprocess.run([sys.executable, "-m", "TTTInterpolationLib", "describe", "--json"],
+                             capture_output=True, text=True, timeout=60, check=True)
+    models = json.loads(printed.stdout)["models"]
+    names = [e["name"] for e in models["entries"] if e["available"]]
+    assert [m.value for m in Model] == [*names, CUSTOM_WEIGHTS]
+    assert DEFAULT_MODEL.value == models["default"] == "acdc-uvinet"
+    assert DEFAULT_MODEL.label() == "acdc-uvinet (default)"
+    assert Model.CUSTOM.label() == "Custom weights file"
+    options = EngineOptions(weights=DEFAULT_MODEL.value)
+    options.validate()  # a name, not a file: accepted
+    from TTTInterpolationLib.cli import build_parser
+
+    args = sequence_arguments(Path("in.seq.nrrd"), Path("out.seq.nrrd"), options,
+                              frames=(0, 2), times=[0.5])
+    assert build_parser().parse_args(args).weights == "acdc-uvinet"
 
 
 @pytest.mark.parametrize(("times", "message"), [
@@ -252,6 +275,20 @@ def test_worker_evaluate_command_line_follows_engine_contract(tmp_path: Path) ->
     assert (parsed.method, parsed.ttt) == (["registration", "uvinet"], ["rotation", "cycle"])
     assert (parsed.frames, parsed.steps, parsed.seed, parsed.lr) == ([[0, 3]], 4, 5, 1e-4)
     assert (parsed.progress, parsed.json) == ("jsonl", str(tmp_path / "scores.json"))
+
+
+def test_worker_evaluate_command_line_under_a_protocol(tmp_path: Path) -> None:
+    """x2 / x4: the engine's --protocol instead of --frames (never both, never neither)."""
+    from TTTInterpolationLib.cli import build_parser
+
+    args = evaluate_arguments(tmp_path / "frames.seq.nrrd", None, [], tmp_path / "s.json",
+                              EngineOptions(), protocol="x4")
+    parsed = build_parser().parse_args(args)
+    assert (parsed.protocol, parsed.frames, parsed.ttt) == (["x4"], None, ["none"])
+    for frames, protocol in (((0, 3), "x2"), (None, None)):
+        with pytest.raises(ValueError, match="pair of frames or the protocol"):
+            evaluate_arguments(tmp_path / "f.seq.nrrd", frames, [], tmp_path / "s.json",
+                               EngineOptions(), protocol=protocol)
 
 
 def test_worker_find_python_is_the_running_interpreter() -> None:

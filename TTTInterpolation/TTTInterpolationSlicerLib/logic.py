@@ -33,13 +33,16 @@ import slicer
 from . import sequences as seq
 from .worker import (
     CONTRACT,
+    DEFAULT_MODEL,
     ENGINE_PACKAGE,
+    MODELS,
     Device,
     EngineError,
     EngineJob,
     EngineOptions,
     JobState,
     Method,
+    Model,
     Scheme,
     TTTTask,
     engine_environment,
@@ -61,12 +64,41 @@ class Mode(enum.Enum):
 
     BETWEEN = "between"  # n new frames between two chosen frames
     UPSAMPLE = "upsample"  # k-1 new frames between every consecutive pair
-    EVALUATE = "evaluate"  # hide the frames between A and B, predict and score them
+    EVALUATE = "evaluate"  # hide frames (EvaluationProtocol), predict and score them
 
     def label(self) -> str:
         return {Mode.BETWEEN: "Between two frames",
                 Mode.UPSAMPLE: "Upsample the whole sequence",
-                Mode.EVALUATE: "Evaluate: hide the frames between A and B, predict, score"}[self]
+                Mode.EVALUATE: "Evaluate: hide frames, predict them, score"}[self]
+
+
+class EvaluationProtocol(enum.Enum):
+    """What an evaluation hides: the frames between A and B (``evaluate --frames A B``), or
+    all but every 2nd / 4th frame of the sequence (``evaluate --protocol x2`` / ``x4``)."""
+
+    BETWEEN = "between"
+    X2 = "x2"
+    X4 = "x4"
+
+    def label(self) -> str:
+        if self is EvaluationProtocol.BETWEEN:
+            return "Hide the frames between A and B"
+        engine = {c["value"]: c["label"] for c in CONTRACT["choices"]["protocol"]}
+        return f"{engine[self.value]}, predict the rest"
+
+
+def evaluation_pairs(values: Sequence[float], protocol: EvaluationProtocol | str,
+                     frameA: int = 0, frameB: int = 0) -> list[tuple[int, int]]:
+    """The pairs of visible items whose frames between are hidden (``values``: the index
+    values): ``(frameA, frameB)``, or under ``x2`` / ``x4`` each pair of neighbouring kept
+    frames (the engine's rule, ``frame_pairs.protocol_pairs``; frames after the last kept one
+    are not used). Each pair gets the engine's check; ``ValueError`` says what is wrong."""
+    protocol = EvaluationProtocol(protocol)
+    pairs = ([(frameA, frameB)] if protocol is EvaluationProtocol.BETWEEN
+             else frame_pairs.protocol_pairs(len(values), protocol.value, "the sequence"))
+    for a, b in pairs:
+        frame_pairs.frames_between(values, a, b)
+    return pairs
 
 
 @dataclass(frozen=True)
@@ -78,15 +110,27 @@ class PairTask:
     times: tuple[float, ...]
 
 
-def default_model_note() -> str:
-    """One line for the panel: the engine's default model and its weights' licence (from the
-    engine's registry, ``tttinterp describe``), so nobody uses non-commercial weights unaware."""
-    models = engine_module("contract").describe()["models"]
-    entry = next((e for e in models["entries"] if e["name"] == models["default"]), None)
-    if entry is None:
-        return "No default model registered: give a weights file."
+def model_note(model: Model | str, weightsFile: str | Path | None = None) -> str:
+    """One line for the panel about the chosen model: its weights' licence and what it was
+    trained on (from the engine's registry), so nobody uses non-commercial weights unaware."""
+    model = Model(model)
+    if model is Model.CUSTOM:
+        if weights_file(weightsFile) is not None:
+            return "Your own checkpoint: its licence and intended use are yours to check."
+        fallback = (f"the default model ({DEFAULT_MODEL.value}) is used" if DEFAULT_MODEL
+                    is not Model.CUSTOM else "UVI-Net runs untrained (no model is registered)")
+        return f"Choose a .safetensors or .pt checkpoint; until then {fallback}."
+    entry = MODELS[model.value]
     licence = entry.get("license") or "licence not stated"
-    return f"Default: {entry['name']}, weights {licence}"
+    return f"{model.label()}: weights {licence}. {entry['description'].rstrip('.')}."
+
+
+def chosen_weights(model: Model | str, weightsFile: str | Path | None = None
+                   ) -> str | Path | None:
+    """What ``--weights`` gets for a model choice: a registered model's name, or with
+    :attr:`Model.CUSTOM` the file (``None``, no option, while the field is empty)."""
+    model = Model(model)
+    return weights_file(weightsFile) if model is Model.CUSTOM else model.value
 
 
 def evenly_spaced(count: int) -> tuple[float, ...]:
@@ -524,6 +568,11 @@ def evaluation_settings(tasks: Sequence[TTTTask]) -> list[EvaluationSetting]:
     return settings
 
 
+def evaluation_tasks(ttt: TTTTask, compareAll: bool = False) -> list[TTTTask]:
+    """The TTT tasks an evaluation from the panel compares: the chosen one, or all of them."""
+    return [task for task in TTTTask if task is not TTTTask.NONE] if compareAll else [ttt]
+
+
 @dataclass
 class EvaluatedSetting:
     """Scores and sequences of one setting: predicted frames and their absolute error."""
@@ -598,29 +647,36 @@ def checked_row(setting: EvaluationSetting, row: dict[str, Any]) -> dict[str, An
 class EvaluationRun(EngineRun):
     FOLDER = "TTT evaluation"
 
-    """Hide the frames between A and B, predict them with every setting, score them, show them.
+    """Hide frames, predict them with every setting, score them, show them.
 
-    One engine process (``evaluate --predictions``): the scores (the published metrics, in
-    the engine's own normalisation) and the very frames they were computed on, every setting
-    in one run, so the TTT scheme carries from setting to setting as it does on the command
-    line.
+    What is hidden: the frames between A and B, or under ``x2`` / ``x4`` all but every 2nd /
+    4th frame (:class:`EvaluationProtocol`, :func:`evaluation_pairs`). One engine process
+    (``evaluate --predictions``): the scores (the published metrics, in the engine's own
+    normalisation) and the very frames they were computed on, every setting in one run, so
+    the TTT scheme carries from setting to setting as it does on the command line.
     """
 
     def __init__(self, scene: slicer.vtkMRMLScene,
                  sequencesLogic: slicer.vtkSlicerSequencesLogic,
                  inputSequence: slicer.vtkMRMLSequenceNode, frameA: int, frameB: int,
                  tasks: Sequence[TTTTask] = (), options: EngineOptions | None = None, *,
+                 protocol: EvaluationProtocol | str = EvaluationProtocol.BETWEEN,
                  python: str | None = None, tempParent: str | Path | None = None,
                  onProgress: ProgressCallback | None = None) -> None:
         if inputSequence is None:
             raise ValueError("select an input sequence")
         super().__init__(scene, sequencesLogic, inputSequence, options or EngineOptions(),
                          python=python, tempParent=tempParent, onProgress=onProgress)
-        # The engine's own check of the pair (either order), before any file is written.
-        hidden, _ = frame_pairs.frames_between(self._values, frameA, frameB)
-        self.frameA, self.frameB = frameA, frameB
-        self.hidden = sorted(hidden)
-        self._low, self._high = min(frameA, frameB), max(frameA, frameB)
+        self.protocol = EvaluationProtocol(protocol)
+        # The engine's own checks of every pair (either order), before any file is written.
+        self.pairs = evaluation_pairs(self._values, self.protocol, frameA, frameB)
+        self.frameA, self.frameB = self.pairs[0][0], self.pairs[-1][1]
+        self.hidden = sorted(item for a, b in self.pairs
+                             for item in frame_pairs.frames_between(self._values, a, b)[0])
+        ends = [item for pair in self.pairs for item in pair]
+        # Written for the engine: the items from the first to the last visible one (a
+        # protocol's kept frames start at item 0, so the engine keeps the very same ones).
+        self._low, self._high = min(ends), max(ends)
         self._checkSameGrid(list(range(self._low, self._high + 1)))
         self.settings = evaluation_settings(tasks)
         evaluate_options = dataclasses.replace(self.options, method=Method.UVINET)
@@ -637,18 +693,24 @@ class EvaluationRun(EngineRun):
         def arguments(folder: Path) -> list[str]:
             path = folder / "frames.seq.nrrd"
             seq.write_sequence_file(self.inputSequence, range(self._low, self._high + 1), path)
-            pair = (self.frameA - self._low, self.frameB - self._low)
+            if self.protocol is EvaluationProtocol.BETWEEN:
+                pair, protocol = (self.frameA - self._low, self.frameB - self._low), None
+            else:
+                pair, protocol = None, self.protocol.value
             return evaluate_arguments(path, pair, tasks, folder / "scores.json", options,
-                                      predictions=folder / "predictions")
+                                      predictions=folder / "predictions", protocol=protocol)
         return arguments
 
     def _collect(self, folder: Path) -> None:
         try:
             report = json.loads((folder / "scores.json").read_text(encoding="utf-8"))
             protocol = report["protocols"][0]
-            rows, (paths,) = protocol["table"], protocol["predictions"]
+            rows, (paths,), (pairs,) = protocol["table"], protocol["predictions"], protocol["pairs"]
         except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
             raise EngineError(f"the engine's evaluation report is unreadable: {error}") from error
+        expected = [[a - self._low, b - self._low] for a, b in self.pairs]
+        if pairs != expected:
+            raise EngineError(f"the engine hid the frames between {pairs}, expected {expected}")
         if len(rows) != len(self.settings) or len(paths) != len(self.settings):
             raise EngineError(f"the engine scored {len(rows)} settings, expected "
                               f"{len(self.settings)}")
@@ -661,12 +723,16 @@ class EvaluationRun(EngineRun):
     def _readFrames(self, setting: EvaluationSetting, path: Path
                     ) -> list[tuple[slicer.vtkMRMLScalarVolumeNode,
                                     slicer.vtkMRMLScalarVolumeNode]]:
-        """A setting's predicted frames and their absolute error against the hidden frames."""
+        """A setting's predicted frames and their absolute error against the hidden frames
+        (in the order of :attr:`hidden`; the engine's file holds them by index value)."""
         reference = seq.frame_volume(self.inputSequence, self.frameA)
         predicted = read_predictions(path, [self._values[i] for i in self.hidden], reference)
+        byValue = sorted(self.hidden, key=lambda item: self._values[item])
+        volumes = {item: volume for item, (_, volume) in zip(byValue, predicted, strict=True)}
         name = self.inputSequence.GetName()
         pairs = []
-        for item, (_, volume) in zip(self.hidden, predicted, strict=True):
+        for item in self.hidden:
+            volume = volumes[item]
             truth = seq.array_ijk(seq.frame_volume(self.inputSequence, item))
             error = np.abs(seq.array_ijk(volume).astype(np.float32) - truth.astype(np.float32))
             pairs.append((conformed(volume, reference, f"{name} {setting.label} {item}"),
@@ -755,15 +821,45 @@ def run_to_end(run: EngineRun, interval: float = 0.1,
     return run.result
 
 
+def weights_file(weights: str | Path | None) -> Path | None:
+    """The checkpoint to pass as ``--weights``, or ``None`` for none (the engine's default
+    model): an unset file is ``None``, ``""`` or ``"."`` (what a ``pathlib.Path`` parameter
+    made of an empty field, as scenes saved before the panel kept it as text hold)."""
+    if weights is None or str(weights).strip() in ("", "."):
+        return None
+    return Path(weights)
+
+
+def weights_argument(weights: Model | str | Path | None) -> str | Path | None:
+    """``weights`` of the console API as ``--weights`` takes it: a :class:`Model` choice or a
+    registered model's name stays a name, anything else is a file (unset: ``None``)."""
+    if isinstance(weights, Model):
+        return chosen_weights(weights)
+    if isinstance(weights, str) and weights in MODELS:
+        return weights
+    return weights_file(weights)
+
+
+def repair_saved_parameters(node: slicer.vtkMRMLScriptedModuleNode) -> None:
+    """Forget what a scene saved that this version cannot read back, before the parameter
+    node wrapper reads it: a model no longer registered (an unknown choice would make the
+    whole parameter node unreadable) and the "." that stood for no weights file."""
+    if node.GetParameter("model") and node.GetParameter("model") not in Model.__members__:
+        node.UnsetParameter("model")
+    if node.GetParameter("weightsFile") == ".":
+        node.UnsetParameter("weightsFile")
+
+
 def engine_options(method: Method | str = Method.UVINET, ttt: TTTTask | str = TTTTask.NONE,
                    scheme: Scheme | str = Scheme.ONLINE, steps: int = 10,
-                   learningRate: float | None = None, weights: str | Path | None = None,
+                   learningRate: float | None = None,
+                   weights: Model | str | Path | None = None,
                    device: Device | str = Device.AUTO, seed: int = 0,
                    halfResolutionFlow: bool = False) -> EngineOptions:
     """:class:`EngineOptions` from the console API's names; choices by member or by name."""
     return EngineOptions(method=Method(method), ttt=TTTTask(ttt), scheme=Scheme(scheme),
                          steps=steps, learning_rate=learningRate,
-                         weights=Path(weights) if weights else None, device=Device(device),
+                         weights=weights_argument(weights), device=Device(device),
                          seed=seed, half_resolution_flow=bool(halfResolutionFlow))
 
 
@@ -803,10 +899,13 @@ def create_evaluation(scene: slicer.vtkMRMLScene,
                       sequenceNode: slicer.vtkMRMLSequenceNode, frameA: int = 0,
                       frameB: int | None = None, *,
                       ttt: TTTTask | str | Sequence[TTTTask | str] = (),
+                      protocol: EvaluationProtocol | str = EvaluationProtocol.BETWEEN,
                       python: str | None = None, tempParent: str | Path | None = None,
                       onProgress: ProgressCallback | None = None,
                       **options: Any) -> EvaluationRun:
-    """An :class:`EvaluationRun`: hide the items between ``frameA`` and ``frameB``, score.
+    """An :class:`EvaluationRun`: hide the items between ``frameA`` and ``frameB`` (default:
+    the last item), or with ``protocol="x2"`` / ``"x4"`` all but every 2nd / 4th item of the
+    sequence (the frame arguments are then not used); predict and score them.
 
     ``ttt`` is one task or several (``"cycle"``, ``["rotation", "cycle"]``); linear blending
     and UVI-Net without TTT are always compared. ``options`` as for :func:`create_run`
@@ -820,7 +919,8 @@ def create_evaluation(scene: slicer.vtkMRMLScene,
     return EvaluationRun(scene, sequencesLogic, sequenceNode, frameA,
                          count - 1 if frameB is None else frameB,
                          [TTTTask(task) for task in tasks], engine_options(**options),
-                         python=python, tempParent=tempParent, onProgress=onProgress)
+                         protocol=protocol, python=python, tempParent=tempParent,
+                         onProgress=onProgress)
 
 
 def add_phantom_sequence(scene: slicer.vtkMRMLScene,

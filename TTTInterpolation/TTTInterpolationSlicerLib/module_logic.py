@@ -1,7 +1,8 @@
 """The module's logic class: the console API (``logic.interpolate``, ``logic.evaluate`` and
 their async forms) and what the panel calls. The work is in :mod:`.logic`; this class adds
 Slicer's scene, the dependency check, a Qt timer that polls runs, and presenting results.
-Needs Slicer (Qt); checked statically by Testing/test_module_ui.py.
+Also the "TTT phantom" sample data source. Needs Slicer (Qt); checked statically by
+Testing/test_module_ui.py and Testing/test_slicer_packaging.py.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import qt
 import slicer
@@ -24,6 +26,64 @@ def loadProblem() -> str | None:
     """Why this Slicer cannot run the module (too old), or ``None``."""
     return dependencies.version_problem(
         tuple(sys.version_info[:2]), (slicer.app.majorVersion, slicer.app.minorVersion))
+
+
+def registerSampleData() -> None:
+    """"TTT phantom" in Sample Data: generated on the spot, nothing to download.
+
+    SampleData's source runs ``len(uris)`` and ``len(fileNames)`` on what it is given, so
+    empty lists, not the default ``None`` (a TypeError at every start).
+    """
+    import SampleData
+
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="TTT Interpolation",
+        sampleName="TTT phantom",
+        uris=[],
+        fileNames=[],
+        thumbnailFileName=str(Path(__file__).resolve().parents[1] / "Resources" / "Icons"
+                              / "TTTInterpolation.png"),
+        customDownloader=loadPhantomSample,
+    )
+
+
+def loadPhantomSample(source) -> vtkMRMLSequenceNode:
+    """SampleData's custom downloader: build the phantom (numpy only, no engine packages)."""
+    return TTTInterpolationLogic().loadPhantom()
+
+
+class DeviceWatch:
+    """Finds the GPUs torch sees in a short child process (torch stays out of Slicer's own
+    process), polled by a Qt timer; ``onFound(info)`` gets the :class:`dependencies.DeviceInfo`.
+    """
+
+    POLL_INTERVAL_MS = 250
+
+    def __init__(self, onFound: Callable[[dependencies.DeviceInfo], None]) -> None:
+        self._onFound = onFound
+        self._probe: dependencies.DeviceProbe | None = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(self.POLL_INTERVAL_MS)
+        self._timer.connect("timeout()", self._poll)
+
+    def start(self) -> None:
+        """Look (again: after torch was installed) and report once found."""
+        self.cancel()
+        self._probe = dependencies.DeviceProbe(worker.find_python())
+        self._probe.start()
+        self._timer.start()
+        self._poll()
+
+    def _poll(self) -> None:
+        info = self._probe.poll() if self._probe is not None else None
+        if info is not None:
+            self._timer.stop()
+            self._onFound(info)
+
+    def cancel(self) -> None:
+        self._timer.stop()
+        if self._probe is not None:
+            self._probe.cancel()
 
 
 class TTTInterpolationLogic(ScriptedLoadableModuleLogic):
@@ -48,7 +108,9 @@ class TTTInterpolationLogic(ScriptedLoadableModuleLogic):
         self._timer.connect("timeout()", self._poll)
 
     def getParameterNode(self) -> TTTInterpolationParameterNode:
-        return TTTInterpolationParameterNode(super().getParameterNode())
+        node = super().getParameterNode()
+        logic.repair_saved_parameters(node)  # what an older scene saved and no longer reads
+        return TTTInterpolationParameterNode(node)
 
     @property
     def running(self) -> bool:
@@ -104,11 +166,12 @@ class TTTInterpolationLogic(ScriptedLoadableModuleLogic):
 
     def evaluate(self, sequenceNode: vtkMRMLSequenceNode, frameA: int = 0,
                  frameB: int | None = None, **options) -> EvaluationResult:
-        """Hide the frames between ``frameA`` and ``frameB``, predict and score them; blocks.
+        """Hide the frames between ``frameA`` and ``frameB`` (or with ``protocol="x2"`` /
+        ``"x4"`` all but every 2nd / 4th frame), predict and score them; blocks.
 
-        Options: ``ttt`` (one task or a list; linear blending and UVI-Net are always
-        compared), ``scheme``, ``steps``, ``learningRate``, ``weights``, ``device``,
-        ``seed``, ``onProgress``. The result has ``table()``, the truth, prediction and
+        Options: ``protocol``, ``ttt`` (one task or a list; linear blending, registration and
+        UVI-Net are always compared), ``scheme``, ``steps``, ``learningRate``, ``weights``,
+        ``device``, ``seed``, ``onProgress``. The result has ``table()``, the truth, prediction and
         error sequences per setting, and one browser that plays them together.
         """
         return self._runToEnd(self.createEvaluation(sequenceNode, frameA, frameB, **options))

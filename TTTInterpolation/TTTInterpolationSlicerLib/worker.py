@@ -88,12 +88,52 @@ Device = _choices("Device", "device", "Where the engine computes (``--device``).
 DEFAULTS: dict[str, Any] = CONTRACT["defaults"]
 
 
+def _registered_models() -> dict[str, Any]:
+    """The engine's model registry as ``tttinterp describe`` lists it (``default``,
+    ``entries``). A registry the engine cannot read lists nothing here (the panel offers a
+    weights file only); the engine names the problem when it runs."""
+    try:
+        return engine_module("contract").describe()["models"]
+    except engine_module("errors").InputError:
+        return {"default": None, "entries": []}
+
+
+CUSTOM_WEIGHTS = "custom-file"  # the model choice "a weights file of my own"
+_REGISTRY = _registered_models()
+#: The registered models with weights (name -> the registry's entry), in registry order.
+MODELS: dict[str, dict[str, Any]] = {e["name"]: e for e in _REGISTRY["entries"]
+                                     if e["available"] and e["name"] not in (CUSTOM_WEIGHTS,
+                                                                             "CUSTOM")}
+
+
+def _model_choices() -> Any:
+    """An enum of the model choices: each registered model (named and valued by its registry
+    name, which the engine's ``--weights`` takes as well as a file), then ``CUSTOM``, a
+    weights file of one's own. A scene stores the member's name."""
+    labels = {name: f"{name} (default)" if name == _REGISTRY["default"] else name
+              for name in MODELS}
+    labels[CUSTOM_WEIGHTS] = "Custom weights file"
+    made = LabelledEnum("Model", [*((name, name) for name in MODELS),
+                                  ("CUSTOM", CUSTOM_WEIGHTS)], module=__name__)
+    made.__doc__ = "Model weights: a registered model or a file of one's own (``--weights``)."
+    _LABELS["Model"] = labels
+    return made
+
+
+Model = _model_choices()
+#: The engine's default model when it has weights, else a file of one's own (left empty, the
+#: engine runs untrained and says so).
+DEFAULT_MODEL = Model(_REGISTRY["default"] if _REGISTRY["default"] in MODELS
+                      else CUSTOM_WEIGHTS)
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """Engine settings shared by every pair of a run.
 
     ``learning_rate=None`` leaves the rate to the engine, whose default depends on the TTT
-    task; ``weights=None`` uses the engine's bundled model. ``half_resolution_flow`` runs the
+    task; ``weights=None`` uses the engine's default model, a registered model's name or a
+    checkpoint file chooses the weights (``--weights``). ``half_resolution_flow`` runs the
     motion estimate on frames averaged down 2x (``--flow-resolution half``: cycle TTT about
     2x faster); off, the model runs as it was trained.
     """
@@ -103,7 +143,7 @@ class EngineOptions:
     scheme: Scheme = Scheme(DEFAULTS["scheme"])
     steps: int = DEFAULTS["steps"]
     learning_rate: float | None = None
-    weights: Path | None = None
+    weights: str | Path | None = None
     device: Device = Device.AUTO
     seed: int = DEFAULTS["seed"]
     half_resolution_flow: bool = False
@@ -114,8 +154,10 @@ class EngineOptions:
             raise ValueError(f"TTT steps must be 0 or more, got {self.steps}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
-        if self.weights is not None and not Path(self.weights).is_file():
-            raise ValueError(f"model weights file not found: {self.weights}")
+        if (self.weights is not None and str(self.weights) not in MODELS
+                and not Path(self.weights).is_file()):
+            raise ValueError(f"model weights file not found: {self.weights} (nor a registered "
+                             f"model: {', '.join(MODELS) or 'none'})")
 
     def arguments(self) -> list[str]:
         """The option part of an ``interpolate`` command line."""
@@ -158,20 +200,24 @@ def sequence_arguments(sequence_file: Path, output: Path, options: EngineOptions
             "--times", *(repr(float(t)) for t in times), *tail]
 
 
-def evaluate_arguments(sequence_file: Path, frames: tuple[int, int],
+def evaluate_arguments(sequence_file: Path, frames: tuple[int, int] | None,
                        tasks: Sequence[TTTTask], output_json: Path,
-                       options: EngineOptions, predictions: Path | None = None) -> list[str]:
-    """Arguments of the engine's ``evaluate`` for one pair of frames of a sequence file.
+                       options: EngineOptions, predictions: Path | None = None,
+                       protocol: str | None = None) -> list[str]:
+    """Arguments of the engine's ``evaluate`` for one sequence file.
 
-    The engine hides the frames between ``frames``, predicts them with linear blending,
-    registration, UVI-Net and UVI-Net + each of ``tasks`` (in that order, one table row each)
-    and writes
-    the rows to ``output_json``; with ``predictions`` (a folder) also each setting's frames,
-    listed in the report. ``options.method`` and ``options.ttt`` are not used: an evaluation
-    always compares all of these.
+    The engine hides the frames between ``frames`` (``--frames A B``), or with ``protocol``
+    (``x2`` / ``x4``, ``frames`` then ``None``) all but every 2nd / 4th frame; predicts them
+    with linear blending, registration, UVI-Net and UVI-Net + each of ``tasks`` (in that
+    order, one table row each) and writes the rows to ``output_json``; with ``predictions``
+    (a folder) also each setting's frames, listed in the report. ``options.method`` and
+    ``options.ttt`` are not used: an evaluation always compares all of these.
     """
-    a, b = frames  # checked by the caller (frame_pairs.frames_between), as the engine does
-    return ["evaluate", str(sequence_file), "--frames", str(a), str(b),
+    if (frames is None) == (protocol is None):
+        raise ValueError("give the pair of frames or the protocol of an evaluation")
+    # A pair is checked by the caller (frame_pairs.frames_between), as the engine does.
+    hide = ["--protocol", protocol] if protocol else ["--frames", *map(str, frames)]
+    return ["evaluate", str(sequence_file), *hide,
             "--method", "registration", "uvinet",
             "--ttt", *dict.fromkeys(t.value for t in tasks or [TTTTask.NONE]),
             *options.shared_arguments(), "--progress", "jsonl", "--json", str(output_json),

@@ -24,12 +24,13 @@ import numpy as np
 
 from ..config import PROTOCOLS, _check_choice
 from ..errors import InputError
+from ..frame_pairs import KEEP_EVERY, kept_frames, protocol_pairs
 from ..volume import Sequence4D
 from .fill import Gap
 from .validation import HiddenCase, hidden_case
 
-#: Keep every k-th frame, by protocol.
-FACTORS = {"x2": 2, "x4": 4}
+#: Keep every k-th frame, by protocol (the rule is :mod:`..frame_pairs`', shared with Slicer).
+FACTORS = KEEP_EVERY
 
 
 @dataclass(frozen=True)
@@ -82,11 +83,6 @@ def sequence_window(frames: np.ndarray) -> tuple[float, float]:
     return low, (high if high > low else low + 1.0)
 
 
-def kept_frames(num_frames: int, factor: int) -> list[int]:
-    """``0, factor, 2 factor, ...`` up to the last frame."""
-    return list(range(0, num_frames, factor))
-
-
 def _case(seq: Sequence4D, visible: list[int], runs: Sequence[HiddenCase], name: str,
           protocol: str) -> EvalCase:
     """The case that shows ``visible`` (frame numbers) and hides each run's frames."""
@@ -124,10 +120,7 @@ def protocol_case(seq: Sequence4D, protocol: str, ed: int = 0, es: int | None = 
                              f"es={es} of {n} frames")
         return _case(seq, [i for i in range(n) if not ed < i < es], [hidden_case(seq, ed, es)],
                      name, protocol)
-    factor = FACTORS[protocol]
-    visible = kept_frames(n, factor)
-    if len(visible) < 2:
-        raise InputError(f"{name}: {n} frames are too few to keep every {factor}th frame and "
-                         "fill between them")
-    runs = [hidden_case(seq, a, b) for a, b in zip(visible, visible[1:], strict=False)]
+    pairs = protocol_pairs(n, protocol, name)
+    visible = kept_frames(n, FACTORS[protocol])
+    runs = [hidden_case(seq, a, b) for a, b in pairs]
     return _case(seq, visible, runs, name, protocol)
