@@ -68,7 +68,7 @@ class TTTInterpolationTest(ScriptedLoadableModuleTest):
         result = TTTInterpolationLogic().evaluate(phantom, itemA, itemB, ttt="cycle", steps=30,
                                                   device="cpu")
         labels = [s.label for s in result.settings]
-        self.assertEqual(labels[:2], ["linear blending", "UVI-Net"])
+        self.assertEqual(labels[:3], ["linear blending", "registration", "UVI-Net"])
         self.assertEqual(sequences.index_values(result.truthSequence),
                          [float(phantom.GetNthIndexValue(i)) for i in range(itemA + 1, itemB)])
         linear, cycle = result.settings[0].scores["PSNR"], result.settings[-1].scores["PSNR"]
