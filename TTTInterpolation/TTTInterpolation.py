@@ -183,6 +183,7 @@ class TTTInterpolationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.evaluationCollapsibleButton.visible = evaluate
         self.ui.outputsCollapsibleButton.visible = not evaluate
         self.ui.methodComboBox.enabled = not evaluate  # an evaluation compares every method
+        self.ui.trainingCollapsibleButton.enabled = evaluate or panel.adapts(p.method)
         self.ui.weightsPathLineEdit.enabled = p.model is Model.CUSTOM
         self.ui.modelInfoLabel.text = logic.model_note(p.model, p.weightsFile)  # the licence
         count = p.inputSequence.GetNumberOfDataNodes() if p.inputSequence else 0

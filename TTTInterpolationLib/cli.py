@@ -17,6 +17,7 @@ from .config import (
     ADAPT,
     AUGMENT_CHOICES,
     DEFAULT_GRID_SIZE,
+    DEFAULT_METHOD,
     DEVICES,
     FLOW_RESOLUTIONS,
     HEAD_TRUNKS,
@@ -31,6 +32,7 @@ from .config import (
     SPLITS,
     TASKS,
     UPSAMPLE_DEFAULT_TASK,
+    resolve_method,
 )
 from .errors import InputError
 
@@ -56,13 +58,24 @@ def _add_model_options(p: argparse.ArgumentParser, many_tasks: bool = False,
                        many_methods: bool = False,
                        methods: tuple[str, ...] = METHODS) -> None:
     g = p.add_argument_group("model and test-time training")
-    g.add_argument("--method", choices=methods, default=["uvinet"] if many_methods else "uvinet",
+    fitted = "registration" in methods
+    if not fitted:
+        default, default_text = "uvinet", "uvinet"
+    elif many_methods:
+        default = [DEFAULT_METHOD, "uvinet"]
+        default_text = " ".join(default)
+    else:  # resolved with --ttt, --weights, --flow-resolution (config.resolve_method)
+        default = None
+        default_text = (f"{DEFAULT_METHOD}; uvinet when --ttt, --weights or --flow-resolution "
+                        "is given")
+    g.add_argument("--method", choices=methods, default=default,
                    nargs="+" if many_methods else None,
-                   help="uvinet (default), linear (plain linear blending of the two frames)"
-                   + (" or registration (motion fitted to the sequence's own frames by "
-                      "registering neighbouring frames; no network)"
-                      if "registration" in methods else "")
-                   + (" (several: rows of one table)" if many_methods else ""))
+                   help=("registration (motion fitted to the sequence's own frames by "
+                         "registering neighbouring frames; no network), " if fitted else "")
+                   + "uvinet (the paper's network; --ttt adapts it) or linear (plain linear "
+                   "blending of the two frames)"
+                   + (" (several: rows of one table)" if many_methods else "")
+                   + f" (default {default_text})")
     g.add_argument("--ttt", choices=TASKS, default=[default_task] if many_tasks else default_task,
                    nargs="+" if many_tasks else None,
                    help="task adapted on at test time: the paper's rotation, mae, cycle, or "
@@ -119,11 +132,17 @@ def _frame_pair(values: Sequence[int]) -> tuple[int, int]:
     return int(values[0]), int(values[1])
 
 
+def _method(args: argparse.Namespace) -> str:
+    """``--method``, or when not given the one :func:`~.config.resolve_method` picks."""
+    ttt = args.ttt if isinstance(args.ttt, str) else None
+    return resolve_method(args.method, ttt, args.weights, args.flow_resolution)
+
+
 def _note_untrained(args: argparse.Namespace, progress: Any) -> None:
     """Say plainly when UVI-Net runs untrained."""
     from .models.loading import UNTRAINED, UNTRAINED_NOTE, default_weights
 
-    methods = args.method if isinstance(args.method, list) else [args.method]
+    methods = args.method if isinstance(args.method, list) else [_method(args)]
     if "uvinet" not in methods:
         return
     if args.weights == UNTRAINED or (args.weights is None and default_weights() is None):
@@ -327,11 +346,12 @@ def cmd_upsample(args: argparse.Namespace) -> int:
     check_output_path(args.output)
     seq = read_4d(args.inputs)
     check_upsample(seq, args.factor)
-    config = TTTConfig.from_options(upsample_task(seq, args.ttt), scheme=args.scheme,
+    method = _method(args)
+    config = TTTConfig.from_options(upsample_task(seq, args.ttt, method), scheme=args.scheme,
                                     **_ttt_options(args))
     progress = make_progress(args.progress)
     _note_untrained(args, progress)
-    result = upsample_sequence(seq, args.factor, method=args.method, ttt=config,
+    result = upsample_sequence(seq, args.factor, method=method, ttt=config,
                                weights=args.weights, device=args.device,
                                flow_resolution=args.flow_resolution, motion=args.motion,
                                progress=progress)
@@ -495,8 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     # The default chosen on the ACDC 4D validation split: own-frame TTT with the guard beat
     # plain UVI-Net (with or without the guard) for both x2 and x4 (docs/acdc4d-headroom.md).
     _add_model_options(p, default_task=None,
-                       default_help=f"{UPSAMPLE_DEFAULT_TASK}; none for fewer than 3 frames, "
-                       "which leave nothing to adapt on")
+                       default_help=f"{UPSAMPLE_DEFAULT_TASK} with --method uvinet (none for "
+                       "fewer than 3 frames, which leave nothing to adapt on); none otherwise")
     p.set_defaults(func=cmd_upsample)
 
     p = sub.add_parser("evaluate", help="hide frames between pairs, predict them, score them")

@@ -19,6 +19,24 @@ from .errors import InputError
 # from these without loading torch, and the Slicer worker's own copies are checked against
 # them by Testing/test_worker.py.
 METHODS = ("uvinet", "linear", "registration")
+#: The method of ``interpolate`` and ``upsample`` (and the Slicer module) unless one is asked
+#: for: motion fitted to the sequence's own frames beat UVI-Net (shipped weights, with or
+#: without own-frame TTT) on every protocol of ACDC validation and Sunnybrook
+#: (docs/acdc4d-headroom.md §8).
+DEFAULT_METHOD = "registration"
+
+
+def resolve_method(method: str | None, task: str | None = None,
+                   *network_options: object) -> str:
+    """The method a run uses: ``method`` when given, else UVI-Net where a TTT ``task`` is
+    asked for (test-time training adapts UVI-Net) or any of ``network_options`` is given
+    (weights, a loaded model, a flow resolution: asking for a network's setting asks for the
+    network), else :data:`DEFAULT_METHOD`."""
+    if method is not None:
+        _check_choice("method", method, METHODS)
+        return method
+    wants_network = task not in (None, "none") or any(o is not None for o in network_options)
+    return "uvinet" if wants_network else DEFAULT_METHOD
 #: ``frames`` adapts on the patient's own frames (predict a visible frame from two others of the
 #: same sequence, :mod:`.models.ttt`); the other three are the paper's self-supervised tasks.
 TASKS = ("none", "rotation", "mae", "cycle", "frames")
@@ -45,9 +63,9 @@ MOTIONS = ("auto", "in-plane", "3d")
 #: linear in time, trained on end frames); ``uvinet-temporal`` = UVI-Net's flows corrected in
 #: time by a network trained on full sequences (:mod:`.nn.temporal`).
 ARCHITECTURES = ("uvinet", "uvinet-temporal")
-#: Test-time training of ``upsample`` when none is asked for (chosen on the ACDC 4D validation
-#: split: own-frame TTT with the guard beat UVI-Net without TTT at x2 and x4,
-#: docs/acdc4d-headroom.md); sequences of fewer than 3 frames have nothing to adapt on.
+#: Test-time training of ``upsample --method uvinet`` when none is asked for (chosen on the
+#: ACDC 4D validation split: own-frame TTT with the guard beat UVI-Net without TTT at x2 and
+#: x4, docs/acdc4d-headroom.md); sequences of fewer than 3 frames have nothing to adapt on.
 UPSAMPLE_DEFAULT_TASK = "frames"
 #: Evaluation protocols on real sequences (:mod:`.workflows.protocols`): ``edes`` hides every
 #: frame between end-diastole and end-systole; ``x2`` / ``x4`` keep every 2nd / 4th frame and

@@ -13,7 +13,16 @@ from dataclasses import asdict
 from typing import Any
 
 from . import __version__
-from .config import DEVICES, METHODS, MOTIONS, PROTOCOLS, SCHEMES, TASKS, TTTConfig
+from .config import (
+    DEFAULT_METHOD,
+    DEVICES,
+    METHODS,
+    MOTIONS,
+    PROTOCOLS,
+    SCHEMES,
+    TASKS,
+    TTTConfig,
+)
 
 FORMAT = "tttinterp-description"
 
@@ -56,8 +65,9 @@ def describe(models: bool = True) -> dict[str, Any]:
         "version": __version__,
         "choices": {name: [{"value": value, "label": LABELS[name][value]} for value in values]
                     for name, values in CHOICES.items()},
-        "defaults": {key: value for key, value in asdict(TTTConfig()).items()
-                     if key in ("task", "scheme", "steps", "seed", "guard")},
+        "defaults": {"method": DEFAULT_METHOD,
+                     **{key: value for key, value in asdict(TTTConfig()).items()
+                        if key in ("task", "scheme", "steps", "seed", "guard")}},
         "task_defaults": {task: {"lr": TTTConfig(task=task).resolved().lr}
                           for task in TASKS},
         "evaluation_columns": [{"key": key, "heading": heading, "decimals": decimals}

@@ -159,8 +159,8 @@ def test_evaluate_table_and_json(phantom, tmp_path):
     (data,) = data["protocols"]
     assert data["protocol"] == "pair" and data["pairs"] == [[[0, 4]], [[4, 8]]]
     assert [c["case"] for c in data["per_case"]["UVI-Net"]] == ["0->4", "4->8"]
-    assert [row["label"] for row in data["table"]] == [
-        "linear blending", "UVI-Net", "UVI-Net + TTT rotation (online)"]
+    assert [row["label"] for row in data["table"]] == [  # by default both methods compared
+        "linear blending", "registration", "UVI-Net", "UVI-Net + TTT rotation (online)"]
     row = data["table"][-1]
     for key in ("PSNR", "NCC", "SSIM", "NMSE", "PSNR_std", "SSIM_std", "n_frames",
                 "seconds_per_case", "ttt"):
@@ -181,7 +181,7 @@ def test_evaluate_writes_the_scored_frames_with_predictions(phantom, tmp_path):
     assert res.returncode == 0, res.stderr
     (report,) = json.loads(out.read_text())["protocols"]
     paths = report["predictions"]
-    assert len(paths) == 2 and all(len(p) == 2 for p in paths)
+    assert len(paths) == 2 and all(len(p) == 3 for p in paths)  # linear, registration, UVI-Net
     seq = read_4d(phantom)
     window = sequence_window(seq.frames)
     for case, hidden in enumerate(([1, 2, 3], [6, 7])):

@@ -124,3 +124,26 @@ def test_evaluate_runs_several_methods_in_one_table_and_evaluate_pairs_refuses_i
                               str(tmp_path), "--method", "registration"], capture_output=True,
                              text=True, timeout=120)
     assert refused.returncode == 2 and "invalid choice" in refused.stderr
+
+
+def test_the_default_method_is_registration_and_asking_for_a_network_setting_picks_uvinet():
+    from TTTInterpolationLib.config import DEFAULT_METHOD, resolve_method
+
+    assert DEFAULT_METHOD == "registration" == resolve_method(None) == resolve_method(None, "none")
+    assert resolve_method(None, "cycle") == "uvinet"
+    assert resolve_method(None, "none", "model.safetensors") == "uvinet"  # weights given
+    assert resolve_method(None, None, None, "half") == "uvinet"  # a flow resolution given
+    assert resolve_method("linear", "none", "model.safetensors") == "linear"
+
+
+def test_a_ttt_task_with_a_method_that_adapts_no_network_is_one_line_exit_2(tmp_path):
+    seq = Sequence4D(moving_disc([10.0 + 2.0 * k for k in range(3)]))
+    path = tmp_path / "disc.seq.nrrd"
+    tl.write_4d(path, seq)
+    out = tmp_path / "out.seq.nrrd"
+    run = subprocess.run([sys.executable, "-m", "TTTInterpolationLib", "interpolate", str(path),
+                          "--frames", "0", "2", "--num", "1", "--method", "registration",
+                          "--ttt", "cycle", "--progress", "none", "-o", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and not out.exists()
+    assert run.stderr.count("\n") == 1 and "--method uvinet" in run.stderr

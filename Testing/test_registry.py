@@ -225,8 +225,8 @@ def test_default_model_added_as_data_only_is_used_by_the_cli(checkpoint, tmp_pat
     write_4d(cine, make_phantom_sequence("cardiac", 6, (32, 32, 16), seed=1))
     env = {**os.environ, REGISTRY_ENV: str(registry), "TTT_CACHE_DIR": str(tmp_path / "cache")}
     res = subprocess.run([sys.executable, "-m", "TTTInterpolationLib", "interpolate", str(cine),
-                          "--frames", "0", "2", "--num", "1", "--device", "cpu", "--progress",
-                          "none", "-o", str(tmp_path / "out.seq.nrrd")],
+                          "--frames", "0", "2", "--num", "1", "--method", "uvinet", "--device",
+                          "cpu", "--progress", "none", "-o", str(tmp_path / "out.seq.nrrd")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "untrained" not in res.stderr

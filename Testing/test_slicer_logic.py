@@ -23,6 +23,7 @@ from TTTInterpolationSlicerLib import logic, panel, sequences
 from TTTInterpolationSlicerLib.logic import EvaluationProtocol, Mode
 from TTTInterpolationSlicerLib.worker import (
     DEFAULT_MODEL,
+    DEFAULTS,
     Device,
     EngineInputError,
     JobState,
@@ -655,7 +656,20 @@ def test_panel_apply_asks_the_logic_what_the_settings_say(
     run = build(panel_settings(mode=Mode.EVALUATE, evaluationProtocol=EvaluationProtocol.X2))
     assert (run.protocol, run.pairs, run.hidden) == (EvaluationProtocol.X2, [(0, 2), (2, 4)],
                                                     [1, 3])
+    # TTT adapts UVI-Net: with another method a task left chosen in the panel is not sent
+    # (the engine refuses a task with them); with UVI-Net it is.
+    run = build(panel_settings(method=Method.REGISTRATION, ttt=TTTTask.CYCLE))
+    assert (run.options.method, run.options.ttt) == (Method.REGISTRATION, TTTTask.NONE)
+    run = build(panel_settings(ttt=TTTTask.CYCLE))
+    assert (run.options.method, run.options.ttt) == (Method.UVINET, TTTTask.CYCLE)
     assert not any(temp_parent.iterdir())
+
+
+def test_console_api_resolves_the_method_as_the_command_line_does() -> None:
+    assert logic.engine_options().method is Method(DEFAULTS["method"]) is Method.REGISTRATION
+    assert logic.engine_options(ttt="cycle").method is Method.UVINET
+    assert logic.engine_options(weights="acdc-uvinet").method is Method.UVINET
+    assert logic.engine_options(method="linear").method is Method.LINEAR
 
 
 def test_panel_input_line_and_readiness(scene: slicer.vtkMRMLScene) -> None:

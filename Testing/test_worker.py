@@ -221,7 +221,8 @@ def test_worker_engine_input_error_is_one_line_for_the_user(tmp_path: Path) -> N
 def test_worker_reports_a_killed_engine_as_failure(tmp_path: Path) -> None:
     """An engine that dies (e.g. out of memory) is a failure with its exit status, not a hang."""
     pair = write_pair(tmp_path, size=(64, 64, 32))
-    options = EngineOptions(ttt=TTTTask.CYCLE, steps=50, device=Device.CPU)
+    options = EngineOptions(method=Method.UVINET, ttt=TTTTask.CYCLE, steps=50,
+                            device=Device.CPU)
     args = sequence_arguments(pair, tmp_path / "out.seq.nrrd", options, frames=(0, 1), times=[0.5])
     job = EngineJob(engine_command(*args), env=engine_environment())
     job.start()
@@ -244,7 +245,8 @@ def test_worker_cancel_kills_the_whole_process_tree(tmp_path: Path,
     launcher.chmod(0o755)
     pair = write_pair(tmp_path, size=(64, 64, 32))
     output = tmp_path / "out.seq.nrrd"
-    options = EngineOptions(ttt=TTTTask.CYCLE, steps=50, device=Device.CPU)
+    options = EngineOptions(method=Method.UVINET, ttt=TTTTask.CYCLE, steps=50,
+                            device=Device.CPU)
     args = sequence_arguments(pair, output, options, frames=(0, 1), times=[0.5])
     job = EngineJob([str(launcher), "-m", "TTTInterpolationLib", *args], env=engine_environment())
     job.start()

@@ -850,14 +850,20 @@ def repair_saved_parameters(node: slicer.vtkMRMLScriptedModuleNode) -> None:
         node.UnsetParameter("weightsFile")
 
 
-def engine_options(method: Method | str = Method.UVINET, ttt: TTTTask | str = TTTTask.NONE,
+def engine_options(method: Method | str | None = None, ttt: TTTTask | str = TTTTask.NONE,
                    scheme: Scheme | str = Scheme.ONLINE, steps: int = 10,
                    learningRate: float | None = None,
                    weights: Model | str | Path | None = None,
                    device: Device | str = Device.AUTO, seed: int = 0,
                    halfResolutionFlow: bool = False) -> EngineOptions:
-    """:class:`EngineOptions` from the console API's names; choices by member or by name."""
-    return EngineOptions(method=Method(method), ttt=TTTTask(ttt), scheme=Scheme(scheme),
+    """:class:`EngineOptions` from the console API's names; choices by member or by name.
+
+    ``method=None`` resolves as on the command line: UVI-Net where a TTT task or weights are
+    asked for (test-time training adapts UVI-Net), else the engine's default method."""
+    task = TTTTask(ttt)
+    if method is None:
+        method = engine_module("config").resolve_method(None, task.value, weights)
+    return EngineOptions(method=Method(method), ttt=task, scheme=Scheme(scheme),
                          steps=steps, learning_rate=learningRate,
                          weights=weights_argument(weights), device=Device(device),
                          seed=seed, half_resolution_flow=bool(halfResolutionFlow))

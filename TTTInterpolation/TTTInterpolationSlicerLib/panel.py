@@ -24,7 +24,7 @@ from .logic import (
     evaluation_tasks,
     format_duration,
 )
-from .worker import JobState
+from .worker import JobState, Method, TTTTask
 
 HELP_TEXT = """
 Creates new time frames of a 4D sequence (cine MRI, 4D CT) between existing ones with
@@ -78,7 +78,14 @@ def run_request(p: Any) -> tuple[str, tuple, dict[str, Any]]:
                                        protocol=p.evaluationProtocol, **common)
     return "interpolate", (*items, p.numberOfFrames), dict(
         upsampleFactor=p.upsampleFactor if p.mode is Mode.UPSAMPLE else None, method=p.method,
-        ttt=p.ttt, outputSequence=p.outputSequence, createMerged=p.createMerged, **common)
+        ttt=p.ttt if adapts(p.method) else TTTTask.NONE, outputSequence=p.outputSequence,
+        createMerged=p.createMerged, **common)
+
+
+def adapts(method: Method) -> bool:
+    """Whether test-time training applies: it adapts UVI-Net; the other methods adapt no
+    network (the engine refuses a TTT task with them)."""
+    return method is Method.UVINET
 
 
 def input_info(sequence: slicer.vtkMRMLSequenceNode | None, mode: Mode, itemA: int,

@@ -138,7 +138,7 @@ class EngineOptions:
     2x faster); off, the model runs as it was trained.
     """
 
-    method: Method = Method.UVINET
+    method: Method = Method(DEFAULTS["method"])
     ttt: TTTTask = TTTTask(DEFAULTS["task"])
     scheme: Scheme = Scheme(DEFAULTS["scheme"])
     steps: int = DEFAULTS["steps"]

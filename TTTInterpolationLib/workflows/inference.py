@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import METHODS, MOTIONS, UPSAMPLE_DEFAULT_TASK, TTTConfig, _check_choice
+from ..config import MOTIONS, UPSAMPLE_DEFAULT_TASK, TTTConfig, _check_choice, resolve_method
 from ..data.model_grid import GridMapping, plan_mapping
 from ..errors import InputError
 from ..models.loading import LoadedModel, load_model
@@ -56,7 +56,7 @@ def interpolate(
     frame1: np.ndarray,
     times: Sequence[float],
     *,
-    method: str = "uvinet",
+    method: str | None = None,
     ttt: str | TTTConfig = "none",
     scheme: str | None = None,
     steps: int | None = None,
@@ -73,6 +73,9 @@ def interpolate(
 
     Returns float32 volumes of the inputs' shape, in the inputs' intensity units (both frames
     share one intensity window, :mod:`.preprocess`). ``model`` reuses an already loaded model.
+    ``method`` (:data:`~.config.METHODS`; default :func:`~.config.resolve_method`: UVI-Net
+    where a TTT task, weights, a model or a flow resolution is given, else registration,
+    which fits the motion to the frames).
     ``ttt`` is a task name or a :class:`TTTConfig`; ``scheme``, ``steps``, ``lr`` and ``seed``
     override its fields when given (:func:`ttt_config`). ``seed`` (default: the config's, 0)
     also seeds an untrained model's initialisation. ``flow_resolution`` (``"full"`` /
@@ -83,7 +86,7 @@ def interpolate(
     """
     times = times_between(times=times)
     config = ttt_config(ttt, scheme=scheme, steps=steps, lr=lr, seed=seed)
-    _check_choice("method", method, METHODS)
+    method = resolve_method(method, config.task, weights, model, flow_resolution)
     _check_choice("motion", motion, MOTIONS)
     f0, f1 = _check_pair(frame0, frame1)
     pair = Sequence4D(np.stack([f0, f1]))
@@ -98,6 +101,9 @@ def _model(method: str, config: TTTConfig, model: LoadedModel | None,
     """The model a job runs (``None`` for linear blending): ``model`` as given, else loaded
     from ``weights`` (the first 5 % of the progress)."""
     if method != "uvinet":
+        if config.enabled:
+            raise InputError(f"test-time training (task {config.task}) adapts UVI-Net: add "
+                             f"--method uvinet (method {method} adapts no network)")
         return None
     if model is not None:
         if flow_resolution is not None:
@@ -131,7 +137,7 @@ def outside_job(seq: Sequence4D, a: int, b: int, times: Sequence[float],
 
 
 def interpolate_sequence(seq: Sequence4D | CheckedRequest, frames: tuple[int, int],
-                         times: Sequence[float], *, method: str = "uvinet",
+                         times: Sequence[float], *, method: str | None = None,
                          ttt: str | TTTConfig = "none", scheme: str | None = None,
                          steps: int | None = None, lr: float | None = None,
                          seed: int | None = None, weights: str | os.PathLike | None = None,
@@ -147,7 +153,7 @@ def interpolate_sequence(seq: Sequence4D | CheckedRequest, frames: tuple[int, in
     request = check_request(seq, [frames])
     times = times_between(times=times)
     config = ttt_config(ttt, scheme=scheme, steps=steps, lr=lr, seed=seed)
-    _check_choice("method", method, METHODS)
+    method = resolve_method(method, config.task, weights, model, flow_resolution)
     _check_choice("motion", motion, MOTIONS)
     a, b = request.pairs[0]
     model = _model(method, config, model, weights, device, flow_resolution, progress)
@@ -189,15 +195,16 @@ def check_upsample(seq: Sequence4D, factor: int) -> GridMapping:
     return plan_mapping(seq.shape3d)
 
 
-def upsample_task(seq: Sequence4D, requested: str | None) -> str:
-    """The TTT task of an upsampling: the one asked for, else :data:`UPSAMPLE_DEFAULT_TASK`
-    (``none`` for fewer than 3 frames: nothing to adapt on)."""
+def upsample_task(seq: Sequence4D, requested: str | None, method: str) -> str:
+    """The TTT task of an upsampling: the one asked for, else for UVI-Net
+    :data:`UPSAMPLE_DEFAULT_TASK` (``none`` for fewer than 3 frames: nothing to adapt on);
+    other methods adapt no network (``none``)."""
     if requested is not None:
         return requested
-    return UPSAMPLE_DEFAULT_TASK if seq.num_frames >= 3 else "none"
+    return UPSAMPLE_DEFAULT_TASK if method == "uvinet" and seq.num_frames >= 3 else "none"
 
 
-def upsample_sequence(seq: Sequence4D, factor: int, *, method: str = "uvinet",
+def upsample_sequence(seq: Sequence4D, factor: int, *, method: str | None = None,
                       ttt: str | TTTConfig | None = None, scheme: str | None = None,
                       steps: int | None = None, lr: float | None = None,
                       seed: int | None = None, weights: str | os.PathLike | None = None,
@@ -212,9 +219,10 @@ def upsample_sequence(seq: Sequence4D, factor: int, *, method: str = "uvinet",
     takes :func:`upsample_task`'s default. Other keywords as :func:`interpolate`.
     """
     mapping = check_upsample(seq, factor)
-    task = ttt if isinstance(ttt, TTTConfig) else upsample_task(seq, ttt)
+    method = resolve_method(method, ttt.task if isinstance(ttt, TTTConfig) else ttt, weights,
+                            model, flow_resolution)
+    task = ttt if isinstance(ttt, TTTConfig) else upsample_task(seq, ttt, method)
     config = ttt_config(task, scheme=scheme, steps=steps, lr=lr, seed=seed)
-    _check_choice("method", method, METHODS)
     _check_choice("motion", motion, MOTIONS)
     progress = progress or NullProgress()
     times = tuple(k / factor for k in range(1, factor))
