@@ -90,7 +90,7 @@ def run_demo(out: str | os.PathLike = "tttinterp-demo", steps: int = 10, device:
     from ..models.loading import load_model
 
     settings = evaluation_settings(EvalSetting("linear blending", "linear"), ["cycle"],
-                                   steps=steps, seed=seed)
+                                   method=("registration", "uvinet"), steps=steps, seed=seed)
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"--out {folder} is a file; give a folder for the demo's results")
