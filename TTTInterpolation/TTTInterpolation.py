@@ -1,4 +1,4 @@
-"""TTT Interpolation: new time frames of a 4D sequence with UVI-Net and test-time training.
+"""TTT Interpolation: new time frames of a 4D sequence (fitted motion, or UVI-Net + TTT).
 
 The thin Slicer layer: the module's description and its widget's wiring, nothing else
 (Testing/test_module_ui.py keeps it so). The parameter node, logic class, self-test, sample

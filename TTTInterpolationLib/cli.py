@@ -133,9 +133,13 @@ def _frame_pair(values: Sequence[int]) -> tuple[int, int]:
 
 
 def _method(args: argparse.Namespace) -> str:
-    """``--method``, or when not given the one :func:`~.config.resolve_method` picks."""
+    """``--method``, or when not given the one :func:`~.config.resolve_method` picks: the
+    network's options (weights, flow resolution) and TTT's (steps, lr, optimizer, adapt,
+    --no-guard) ask for UVI-Net, which they tune."""
     ttt = args.ttt if isinstance(args.ttt, str) else None
-    return resolve_method(args.method, ttt, args.weights, args.flow_resolution)
+    tuning = [v for k, v in _ttt_options(args).items() if k not in ("seed", "adapt")]
+    adapt = args.adapt if args.adapt != "auto" else None
+    return resolve_method(args.method, ttt, args.weights, args.flow_resolution, adapt, *tuning)
 
 
 def _note_untrained(args: argparse.Namespace, progress: Any) -> None:
@@ -159,7 +163,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     progress = make_progress(args.progress)
     _note_untrained(args, progress)
     result = interpolate_file(args.inputs, _frame_pair(args.frames), args.output, num=args.num,
-                              times=args.times, method=args.method, ttt=config,
+                              times=args.times, method=_method(args), ttt=config,
                               weights=args.weights, device=args.device,
                               flow_resolution=args.flow_resolution, motion=args.motion,
                               progress=progress)

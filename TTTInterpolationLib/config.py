@@ -25,18 +25,6 @@ METHODS = ("uvinet", "linear", "registration")
 #: (docs/acdc4d-headroom.md §8).
 DEFAULT_METHOD = "registration"
 
-
-def resolve_method(method: str | None, task: str | None = None,
-                   *network_options: object) -> str:
-    """The method a run uses: ``method`` when given, else UVI-Net where a TTT ``task`` is
-    asked for (test-time training adapts UVI-Net) or any of ``network_options`` is given
-    (weights, a loaded model, a flow resolution: asking for a network's setting asks for the
-    network), else :data:`DEFAULT_METHOD`."""
-    if method is not None:
-        _check_choice("method", method, METHODS)
-        return method
-    wants_network = task not in (None, "none") or any(o is not None for o in network_options)
-    return "uvinet" if wants_network else DEFAULT_METHOD
 #: ``frames`` adapts on the patient's own frames (predict a visible frame from two others of the
 #: same sequence, :mod:`.models.ttt`); the other three are the paper's self-supervised tasks.
 TASKS = ("none", "rotation", "mae", "cycle", "frames")
@@ -241,3 +229,24 @@ class TTTConfig:
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise InputError(f"unknown {what} {value!r}: choose one of {', '.join(choices)}")
+
+
+def resolve_method(method: str | None, task: str | None = None,
+                   *network_options: object) -> str:
+    """The method a run uses: ``method`` when given, else UVI-Net where a TTT ``task`` is
+    asked for (test-time training adapts UVI-Net) or any of ``network_options`` is given
+    (weights, a loaded model, a flow resolution: asking for a network's setting asks for the
+    network), else :data:`DEFAULT_METHOD`."""
+    if method is not None:
+        _check_choice("method", method, METHODS)
+        return method
+    wants_network = task not in (None, "none") or any(o is not None for o in network_options)
+    return "uvinet" if wants_network else DEFAULT_METHOD
+
+
+def check_method_task(method: str, task: str) -> None:
+    """Test-time training adapts UVI-Net: a task with another method is an input error (the
+    one check behind ``interpolate``, ``upsample`` and ``evaluate``)."""
+    if method != "uvinet" and task not in (None, "none"):
+        raise InputError(f"test-time training (task {task}) adapts UVI-Net: add --method uvinet "
+                         f"(method {method} adapts no network)")

@@ -147,3 +147,21 @@ def test_a_ttt_task_with_a_method_that_adapts_no_network_is_one_line_exit_2(tmp_
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and not out.exists()
     assert run.stderr.count("\n") == 1 and "--method uvinet" in run.stderr
+
+
+def test_asking_for_ttt_tuning_picks_uvinet_and_evaluation_refuses_ttt_without_it():
+    from TTTInterpolationLib.cli import _method, build_parser
+    from TTTInterpolationLib.errors import InputError
+    from TTTInterpolationLib.workflows.settings import evaluation_settings
+
+    def method(*options: str) -> str:
+        return _method(build_parser().parse_args(["upsample", "in.nii.gz", "--factor", "2",
+                                                  "-o", "out.nii.gz", *options]))
+
+    assert method() == "registration"
+    for options in (["--steps", "20"], ["--lr", "1e-4"], ["--no-guard"], ["--adapt", "all"],
+                    ["--optimizer", "sgd"], ["--flow-resolution", "half"]):
+        assert method(*options) == "uvinet", options
+    assert method("--seed", "3") == "registration"  # a seed tunes nothing in particular
+    with pytest.raises(InputError, match="--method uvinet"):
+        evaluation_settings(EvalSetting("linear", "linear"), ["cycle"], method="registration")

@@ -612,6 +612,7 @@ def test_logic_unset_weights_file_passes_no_weights_option(unset: str | None) ->
     field once read back as pathlib.Path() == "." and went to the engine as "--weights .")."""
     options = logic.engine_options(weights=unset)
     assert options.weights is None and "--weights" not in options.shared_arguments()
+    assert options.method is Method.REGISTRATION  # an empty field asks for no network
     chosen = logic.engine_options(weights=__file__).shared_arguments()
     assert chosen[chosen.index("--weights") + 1] == __file__
 
@@ -621,7 +622,8 @@ def panel_settings(**changes) -> SimpleNamespace:
     stand-in with exactly the parameter node's fields."""
     fields = dict(inputSequence=None, mode=Mode.BETWEEN, frameA=1, frameB=2, numberOfFrames=3,
                   upsampleFactor=2, ttt=TTTTask.NONE, scheme=Scheme.ONLINE, steps=10,
-                  method=Method.UVINET, learningRate=0.0, model=DEFAULT_MODEL, weightsFile="",
+                  method=Method(DEFAULTS["method"]), learningRate=0.0, model=DEFAULT_MODEL,
+                  weightsFile="",
                   device=Device.AUTO, seed=0, halfResolutionFlow=False, outputSequence=None,
                   createMerged=False, evaluationProtocol=EvaluationProtocol.BETWEEN,
                   compareAllTasks=False)
@@ -660,7 +662,7 @@ def test_panel_apply_asks_the_logic_what_the_settings_say(
     # (the engine refuses a task with them); with UVI-Net it is.
     run = build(panel_settings(method=Method.REGISTRATION, ttt=TTTTask.CYCLE))
     assert (run.options.method, run.options.ttt) == (Method.REGISTRATION, TTTTask.NONE)
-    run = build(panel_settings(ttt=TTTTask.CYCLE))
+    run = build(panel_settings(method=Method.UVINET, ttt=TTTTask.CYCLE))
     assert (run.options.method, run.options.ttt) == (Method.UVINET, TTTTask.CYCLE)
     assert not any(temp_parent.iterdir())
 
@@ -669,6 +671,7 @@ def test_console_api_resolves_the_method_as_the_command_line_does() -> None:
     assert logic.engine_options().method is Method(DEFAULTS["method"]) is Method.REGISTRATION
     assert logic.engine_options(ttt="cycle").method is Method.UVINET
     assert logic.engine_options(weights="acdc-uvinet").method is Method.UVINET
+    assert logic.engine_options(halfResolutionFlow=True).method is Method.UVINET
     assert logic.engine_options(method="linear").method is Method.LINEAR
 
 

@@ -858,11 +858,13 @@ def engine_options(method: Method | str | None = None, ttt: TTTTask | str = TTTT
                    halfResolutionFlow: bool = False) -> EngineOptions:
     """:class:`EngineOptions` from the console API's names; choices by member or by name.
 
-    ``method=None`` resolves as on the command line: UVI-Net where a TTT task or weights are
-    asked for (test-time training adapts UVI-Net), else the engine's default method."""
+    ``method=None`` resolves as on the command line: UVI-Net where a TTT task, weights or
+    the half-resolution flow are asked for (settings of the network), else the engine's
+    default method."""
     task = TTTTask(ttt)
     if method is None:
-        method = engine_module("config").resolve_method(None, task.value, weights)
+        method = engine_module("config").resolve_method(
+            None, task.value, weights_argument(weights), "half" if halfResolutionFlow else None)
     return EngineOptions(method=Method(method), ttt=task, scheme=Scheme(scheme),
                          steps=steps, learning_rate=learningRate,
                          weights=weights_argument(weights), device=Device(device),

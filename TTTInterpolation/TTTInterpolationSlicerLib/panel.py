@@ -27,8 +27,10 @@ from .logic import (
 from .worker import JobState, Method, TTTTask
 
 HELP_TEXT = """
-Creates new time frames of a 4D sequence (cine MRI, 4D CT) between existing ones with
-UVI-Net, optionally adapted to the data at hand by test-time training (TTT). Pick a sequence,
+Creates new time frames of a 4D sequence (cine MRI, 4D CT) between existing ones: by
+default with motion fitted to the sequence's own frames (registration of neighbouring
+frames), or with UVI-Net, optionally adapted to the data at hand by test-time training (TTT;
+choose Method: UVI-Net under Advanced to enable that section). Pick a sequence,
 two frames and the number of frames to create (or upsample the whole sequence), then Apply.
 Evaluate mode hides frames (those between A and B, or all but every 2nd / 4th frame),
 predicts them with linear blending, registration, UVI-Net and test-time training, and shows a

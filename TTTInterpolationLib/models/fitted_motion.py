@@ -4,7 +4,7 @@ in time (``--method registration``; no network, no weights).
 Why: between neighbouring frames of cine MRI the heart moves a few pixels, and UVI-Net,
 trained on end-diastole -> end-systole pairs, finds less of that motion than a registration
 of the two frames themselves (keep every 2nd frame of ACDC validation: network -0.08 dB,
-this +0.27 dB against linear blending; docs/acdc4d-headroom.md §8). The sequence's other
+this +0.49 dB against linear blending; docs/acdc4d-headroom.md §8). The sequence's other
 frames also say how the motion bends in time: with the frame beyond each end of a gap, the
 trajectory through three frames is quadratic, not linear (QVI's idea, on fitted fields).
 

@@ -216,6 +216,8 @@ def fill(jobs: Sequence[FillJob], method: str, config: TTTConfig,
         return [FillResult([p.blend() for p in gaps], "linear") for gaps in prepared]
     if method == "registration":
         where = device if isinstance(device, torch.device) else resolve_device(device)
+        if where.type == "mps":  # grid_sample's backward reached MPS only in recent PyTorch
+            where = torch.device("cpu")
         return _fill_registered(jobs, where, progress)
     if loaded is None:
         raise ValueError("filling with a model needs a loaded model")

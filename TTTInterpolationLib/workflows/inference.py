@@ -26,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from ..config import MOTIONS, UPSAMPLE_DEFAULT_TASK, TTTConfig, _check_choice, resolve_method
+from ..config import (
+    MOTIONS,
+    UPSAMPLE_DEFAULT_TASK,
+    TTTConfig,
+    _check_choice,
+    check_method_task,
+    resolve_method,
+)
 from ..data.model_grid import GridMapping, plan_mapping
 from ..errors import InputError
 from ..models.loading import LoadedModel, load_model
@@ -100,10 +107,8 @@ def _model(method: str, config: TTTConfig, model: LoadedModel | None,
            progress: Progress | None) -> LoadedModel | None:
     """The model a job runs (``None`` for linear blending): ``model`` as given, else loaded
     from ``weights`` (the first 5 % of the progress)."""
+    check_method_task(method, config.task)
     if method != "uvinet":
-        if config.enabled:
-            raise InputError(f"test-time training (task {config.task}) adapts UVI-Net: add "
-                             f"--method uvinet (method {method} adapts no network)")
         return None
     if model is not None:
         if flow_resolution is not None:

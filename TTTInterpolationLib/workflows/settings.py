@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import METHODS, TTTConfig, _check_choice
+from ..config import METHODS, TTTConfig, _check_choice, check_method_task
 
 __all__ = ["EvalSetting", "evaluation_settings"]
 
@@ -39,8 +39,12 @@ def evaluation_settings(baseline: EvalSetting, tasks: Iterable[str] = ("none",),
     the plain UVI-Net row. Labels read ``UVI-Net + TTT <task> (<scheme>)``.
     """
     methods = (method,) if isinstance(method, str) else tuple(method)
+    tasks = list(tasks)
     for name in methods:
         _check_choice("method", name, METHODS)
+    if "uvinet" not in methods:
+        for task in tasks:
+            check_method_task(methods[0], task)
     settings = [baseline]
     if "registration" in methods:
         settings.append(EvalSetting("registration", "registration"))
