@@ -17,10 +17,24 @@ import torch.nn.functional as F
 from ..runtime.precision import at_least_float32, float32_region
 
 
-def _identity_grid(shape: tuple[int, int, int], like: torch.Tensor) -> torch.Tensor:
-    """Voxel coordinates ``(1, 3, D1, D2, D3)`` on ``like``'s device and dtype."""
+def _identity_grid(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Voxel coordinates ``(1, len(shape), *shape)`` on ``like``'s device and dtype."""
     axes = [torch.arange(s, device=like.device, dtype=like.dtype) for s in shape]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0).unsqueeze(0)
+
+
+def _sampling_grid(flow: torch.Tensor) -> torch.Tensor:
+    """``grid_sample``'s grid for ``x + flow(x)`` (``flow``: ``(B, n, *shape)``, n = 2 or 3).
+
+    Each axis normalised to [-1, 1] (align_corners=True), channels last and reversed:
+    grid_sample expects (x, y, z) = (last dim, ..., first dim).
+    """
+    shape = tuple(int(s) for s in flow.shape[2:])
+    positions = _identity_grid(shape, flow) + flow
+    scale = torch.tensor([2.0 / max(s - 1, 1) for s in shape], device=flow.device,
+                         dtype=flow.dtype).view(1, len(shape), *([1] * len(shape)))
+    order = (0, *range(2, 2 + len(shape)), 1)
+    return (positions * scale - 1.0).permute(order).flip(-1)
 
 
 WARP_MODES = ("bilinear", "nearest", "bicubic")
@@ -57,14 +71,7 @@ def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear",
         raise ValueError("bicubic warping samples slices in 2D: give the held_axis")
     with float32_region(flow.device):  # sub-voxel positions need float32 under autocast
         image, flow = at_least_float32(image), at_least_float32(flow)
-        shape = tuple(int(s) for s in image.shape[2:])
-        positions = _identity_grid(shape, flow) + flow
-        # Normalise each axis to [-1, 1] (align_corners=True) and reverse the channel order:
-        # grid_sample expects (x, y, z) = (dim 3, dim 2, dim 1).
-        scale = torch.tensor([2.0 / max(s - 1, 1) for s in shape], device=flow.device,
-                             dtype=flow.dtype).view(1, 3, 1, 1, 1)
-        grid = (positions * scale - 1.0).permute(0, 2, 3, 4, 1).flip(-1)
-        return _grid_sample_all_threads(image, grid, mode)
+        return _grid_sample_all_threads(image, _sampling_grid(flow), mode)
 
 
 def _warp_slices(image: torch.Tensor, flow: torch.Tensor, mode: str,
@@ -80,15 +87,10 @@ def _warp_slices(image: torch.Tensor, flow: torch.Tensor, mode: str,
         order = (0, 2 + held_axis, 1, 2 + free[0], 2 + free[1])
         slices = image.permute(order).reshape(-1, channels, *(image.shape[2 + a] for a in free))
         moves = flow[:, free].permute(order).reshape(-1, 2, *slices.shape[2:])
-        size = slices.shape[2:]
-        axes = [torch.arange(s, device=flow.device, dtype=flow.dtype) for s in size]
-        positions = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)[None] + moves
-        scale = torch.tensor([2.0 / max(s - 1, 1) for s in size], device=flow.device,
-                             dtype=flow.dtype).view(1, 2, 1, 1)
-        grid = (positions * scale - 1.0).permute(0, 2, 3, 1).flip(-1)
-        out = F.grid_sample(slices, grid, mode=mode, padding_mode="zeros", align_corners=True)
+        out = F.grid_sample(slices, _sampling_grid(moves), mode=mode, padding_mode="zeros",
+                            align_corners=True)
         held = image.shape[2 + held_axis]
-        out = out.reshape(batch, held, channels, *size)
+        out = out.reshape(batch, held, channels, *slices.shape[2:])
         return out.permute([order.index(k) for k in range(5)])
 
 
