@@ -604,6 +604,15 @@ def test_logic_repairs_what_older_scenes_saved() -> None:
     node.SetParameter("weightsFile", ".")
     logic.repair_saved_parameters(node)
     assert node.GetParameterNames() == ()
+    # Before the model choice a switch said "my own file": its file is kept as the custom one.
+    for switch, model in (("True", "CUSTOM"), ("false", "")):
+        node.SetParameter("customWeights", switch)
+        node.SetParameter("weightsFile", "/data/mine.pt")
+        logic.repair_saved_parameters(node)
+        assert (node.GetParameter("model"), node.GetParameter("weightsFile")) == (
+            model, "/data/mine.pt")
+        assert not node.GetParameter("customWeights")
+        node.UnsetParameter("model")
 
 
 @pytest.mark.parametrize("unset", [None, "", ".", " "])
@@ -689,7 +698,7 @@ def test_panel_input_line_and_readiness(scene: slicer.vtkMRMLScene) -> None:
     assert text.endswith("Frame B must be at least two frames after A.") and not ready
     # Under a protocol frames A and B do not count: the kept frames, as the browser counts.
     assert panel.input_info(source, Mode.EVALUATE, 1, 2, EvaluationProtocol.X2) == (
-        "4 frames, time from 0 to 30 ms. 2 frames kept (1, 3, ..., 3), the 1 between them "
+        "4 frames, time from 0 to 30 ms. 2 frames kept (1, 3), the 1 between them "
         "hidden and predicted; the last 1 not used.", True)
     assert panel.input_info(source, Mode.EVALUATE, 1, 2, EvaluationProtocol.X4) == (
         "4 frames, time from 0 to 30 ms. The sequence: 4 frames are too few to keep every 4th "

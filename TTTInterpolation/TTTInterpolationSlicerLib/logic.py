@@ -843,9 +843,14 @@ def weights_argument(weights: Model | str | Path | None) -> str | Path | None:
 def repair_saved_parameters(node: slicer.vtkMRMLScriptedModuleNode) -> None:
     """Forget what a scene saved that this version cannot read back, before the parameter
     node wrapper reads it: a model no longer registered (an unknown choice would make the
-    whole parameter node unreadable) and the "." that stood for no weights file."""
+    whole parameter node unreadable), the "." that stood for no weights file, and the
+    ``customWeights`` switch the model choice replaced (on: a custom file)."""
     if node.GetParameter("model") and node.GetParameter("model") not in Model.__members__:
         node.UnsetParameter("model")
+    custom = node.GetParameter("customWeights").lower() in ("true", "1")  # bool as written
+    if custom and not node.GetParameter("model"):
+        node.SetParameter("model", Model.CUSTOM.name)  # a scene from before the model choice
+    node.UnsetParameter("customWeights")
     if node.GetParameter("weightsFile") == ".":
         node.UnsetParameter("weightsFile")
 

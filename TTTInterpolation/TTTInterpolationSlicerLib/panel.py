@@ -116,8 +116,9 @@ def input_info(sequence: slicer.vtkMRMLSequenceNode | None, mode: Mode, itemA: i
     except ValueError as error:
         return f"{text} {str(error)[0].upper()}{str(error)[1:]}.", False
     kept, hidden, last = len(pairs) + 1, pairs[-1][1] - len(pairs), pairs[-1][1]
-    text += (f" {kept} frames kept (1, {pairs[0][1] + 1}, ..., {last + 1}), the {hidden} "
-             "between them hidden and predicted")
+    numbers = [1, *(b + 1 for _, b in pairs)]  # as the browser counts
+    shown = ", ".join(map(str, numbers)) if kept <= 3 else f"1, {numbers[1]}, ..., {last + 1}"
+    text += f" {kept} frames kept ({shown}), the {hidden} between them hidden and predicted"
     unused = count - 1 - last
     return text + (f"; the last {unused} not used." if unused else "."), True
 
