@@ -48,34 +48,34 @@ def test_the_trajectory_runs_through_its_three_frames():
     torch.testing.assert_close(quadratic(near, -near, -1.0, 0.4), 0.4 * near)
 
 
-@pytest.mark.parametrize("sharp", [False, True])
-def test_where_nothing_moves_it_is_linear_blending(sharp):
+@pytest.mark.parametrize("single_steps", [False, True])
+def test_where_nothing_moves_it_is_linear_blending(single_steps):
     """Identical frames: blending, but for Adam's last jitter (well under 0.01 voxel). Frames
     apart only by noise (1 % of the range): the fields stay near zero, so the frames stay
     within a fraction of the noise of blending."""
     still = moving_disc([20.0] * 4)
-    out = fill_gaps(still, [(1, 2, (0.25, 0.5))], held_axis=2, sharp=sharp)
+    out = fill_gaps(still, [(1, 2, (0.25, 0.5))], held_axis=2, single_steps=single_steps)
     for frame in out[0]:
         assert psnr(frame, still[1]) > 60.0
     noisy = still + np.random.default_rng(0).normal(0.0, 1.0, still.shape).astype(np.float32)
-    out = fill_gaps(noisy, [(1, 2, (0.25, 0.5))], held_axis=2, sharp=sharp)
+    out = fill_gaps(noisy, [(1, 2, (0.25, 0.5))], held_axis=2, single_steps=single_steps)
     for t, frame in zip((0.25, 0.5), out[0], strict=True):
         blend = (1 - t) * noisy[1].astype(np.float64) + t * noisy[2]
         assert psnr(frame, blend) > 45.0
 
 
-@pytest.mark.parametrize("sharp", [False, True])
-def test_it_follows_motion_that_linear_blending_smears_and_bends_with_the_neighbours(sharp):
+@pytest.mark.parametrize("single_steps", [False, True])
+def test_it_follows_motion_that_linear_blending_smears_and_bends_with_the_neighbours(single_steps):
     """An accelerating disc (x = 10 + 0.3 k^2 in frame k): every 2nd frame kept; the fitted
     motion beats blending, and the quadratic trajectory beats motion linear in time."""
     positions = [10.0 + 0.3 * k * k for k in range(7)]
     seq = moving_disc(positions)
     kept, hidden = seq[::2], seq[1::2]
     gaps = [(k, k + 1, (0.5,)) for k in range(len(kept) - 1)]
-    fitted = [f[0] for f in fill_gaps(kept, gaps, held_axis=2, sharp=sharp)]
+    fitted = [f[0] for f in fill_gaps(kept, gaps, held_axis=2, single_steps=single_steps)]
     blended = [0.5 * kept[k] + 0.5 * kept[k + 1] for k in range(len(kept) - 1)]
     linear_in_time = [f[0] for f in fill_gaps(kept[1:3], [(0, 1, (0.5,))], held_axis=2,
-                                              sharp=sharp)]
+                                              single_steps=single_steps)]
     scores = {name: [psnr(p, h) for p, h in zip(preds, hidden, strict=False)]
               for name, preds in (("fitted", fitted), ("blend", blended))}
     assert all(f > b + 3.0 for f, b in zip(scores["fitted"], scores["blend"], strict=True))

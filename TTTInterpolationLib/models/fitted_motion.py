@@ -16,8 +16,9 @@ For the frames of one sequence (visible frames only) and the gaps to fill betwee
    lies between :data:`NEIGHBOUR_RANGE` gap lengths away, ``B[a->a']`` as well (and so for
    ``b``). Each field minimises the mean squared difference plus :data:`SMOOTHNESS` x the
    mean squared differences of its parameters (Adam, :data:`STEPS` steps), parameters at
-   1 / :data:`COARSENING` of the resolution; along a held (through-plane) axis the
-   parameters keep every slice and the displacement is zero (:mod:`.data.slices`).
+   1 / :data:`COARSENING` of the resolution (finer for single steps of a sequence); along a
+   held (through-plane) axis the parameters keep every slice and the displacement is zero
+   (:mod:`.data.slices`).
 3. A frame at fraction ``t``: from ``a`` the displacement quadratic in time through
    ``B[a->a']``, zero and ``B[a->b]`` (linear in time where there is no ``a'``), scaled fields
    on the target grid as UVI-Net scales its flows; from ``b`` likewise; the two warped frames
@@ -38,12 +39,16 @@ import torch.nn.functional as F
 from ..nn.warp import warp
 from ..runtime.progress import NullProgress, Progress
 
-#: Adam steps per field, the learning rate, the parameters' coarsening and the smoothness
-#: weight, chosen on ACDC validation 081-083 at x2 (docs/acdc4d-headroom.md §8).
+#: Adam steps per field, the learning rate and the smoothness weight, chosen on ACDC
+#: validation at x2 (docs/acdc4d-headroom.md §8).
 STEPS = 100
 LEARNING_RATE = 0.1
-COARSENING = 2
 SMOOTHNESS = 0.2
+#: The field's parameters at 1 / this of the resolution: for single steps of a sequence
+#: (small motion, upsampling) and for one long gap (end-diastole -> end-systole: large,
+#: smooth motion; 1/4 gained 0.10 dB on ACDC validation and 0.05 dB on Sunnybrook over 1/2,
+#: and was level at x4 and worse at x2).
+COARSENING = {"single steps": 2, "long gap": 4}
 #: A neighbour beyond a gap's end bends the trajectory only if it lies this many gap lengths
 #: away (a much closer or farther frame makes the curvature an extrapolation).
 NEIGHBOUR_RANGE = (0.5, 2.0)
@@ -62,19 +67,20 @@ class FittedFields:
     resolution (a full-resolution field is made when a frame needs it)."""
 
     def __init__(self, shape: tuple[int, int, int], held_axis: int | None,
-                 sharp: bool = False) -> None:
+                 single_steps: bool = False) -> None:
         self.shape = shape
         self.held_axis = held_axis
-        self.sharp = sharp and held_axis is not None
+        self.sharp = single_steps and held_axis is not None  # bicubic within slices
+        self.coarsening = COARSENING["single steps" if single_steps else "long gap"]
         self.free = [axis for axis in range(3) if axis != held_axis]
-        self.coarse = tuple(size if axis == held_axis else max(1, size // COARSENING)
+        self.coarse = tuple(size if axis == held_axis else max(1, size // self.coarsening)
                             for axis, size in enumerate(shape))
         self.params: dict[tuple[int, int], torch.Tensor] = {}
 
     def full(self, params: torch.Tensor) -> torch.Tensor:
         """``(P, 3, *shape)`` displacement in voxels from ``(P, len(free), *coarse)``."""
         up = F.interpolate(params, size=self.shape, mode="trilinear",
-                           align_corners=False) * COARSENING
+                           align_corners=False) * self.coarsening
         zero = torch.zeros_like(up[:, :1])
         parts = [up[:, self.free.index(axis):self.free.index(axis) + 1]
                  if axis in self.free else zero for axis in range(3)]
@@ -103,7 +109,8 @@ class FittedFields:
 
 
 def fit_fields(frames: torch.Tensor, pairs: Sequence[tuple[int, int]],
-               held_axis: int | None = None, sharp: bool = False, steps: int = STEPS,
+               held_axis: int | None = None, single_steps: bool = False,
+               steps: int = STEPS,
                progress: Progress | None = None) -> FittedFields:
     """Fit one field per ``(source, target)`` pair of ``frames`` ``(N, 1, D1, D2, D3)``.
 
@@ -112,7 +119,7 @@ def fit_fields(frames: torch.Tensor, pairs: Sequence[tuple[int, int]],
     """
     progress = progress or NullProgress()
     shape = tuple(int(s) for s in frames.shape[2:])
-    fields = FittedFields(shape, held_axis, sharp)  # type: ignore[arg-type]
+    fields = FittedFields(shape, held_axis, single_steps)  # type: ignore[arg-type]
     pairs = list(dict.fromkeys(pairs))
     voxels = int(np.prod(shape))
     chunk = max(1, CHUNK_VOXELS // voxels)
@@ -166,18 +173,19 @@ def _beyond(values: Sequence[float], a: int, b: int) -> tuple[int, float] | None
 
 def fill_gaps(frames: np.ndarray, gaps: Sequence[tuple[int, int, Sequence[float]]],
               values: Sequence[float] | None = None, held_axis: int | None = None,
-              sharp: bool = False,
+              single_steps: bool = False,
               device: torch.device | str = "cpu", steps: int = STEPS,
               progress: Progress | None = None) -> list[list[np.ndarray]]:
     """Frames at fractions ``t`` of each gap ``(a, b, times)`` of ``frames`` ``(N, D1, D2, D3)``
     (index values ``values``; default ``0..N-1``), in the frames' units (module docstring).
 
-    ``sharp`` (with a ``held_axis``): fit and warp bicubically within the slices. Where the
-    gaps are single steps of a sequence (upsampling) the motion is small and well fitted,
-    and bilinear sampling's smoothing of a frame moved by a fraction of a pixel is the larger
-    error: at x2 on ACDC validation bicubic gained 0.2 dB (one case went from -0.23 to +0.40
-    dB against blending). Over a long gap (end-diastole -> end-systole) the fitted motion is
-    rougher, and blurred frames blend better: there bicubic lost 0.12 dB.
+    ``single_steps``: the gaps are single steps of a sequence (upsampling): fields at half
+    resolution (:data:`COARSENING`) and, with a ``held_axis``, fitted and warped bicubically
+    within the slices. There the motion is small and well fitted, and bilinear sampling's
+    smoothing of a frame moved by a fraction of a pixel is the larger error: at x2 on ACDC
+    validation bicubic gained 0.2 dB (one case went from -0.23 to +0.40 dB against
+    blending). Over a long gap (end-diastole -> end-systole) the fitted motion is rougher,
+    and blurred frames blend better: there bicubic lost 0.12 dB.
     """
     progress = progress or NullProgress()
     values = list(values) if values is not None else list(range(len(frames)))
@@ -190,7 +198,7 @@ def fill_gaps(frames: np.ndarray, gaps: Sequence[tuple[int, int, Sequence[float]
         pairs += [(a, b), (b, a)]
         pairs += [(a, far_a[0])] if far_a else []
         pairs += [(b, far_b[0])] if far_b else []
-    fields = fit_fields(x, pairs, held_axis, sharp, steps, progress)
+    fields = fit_fields(x, pairs, held_axis, single_steps, steps, progress)
     out = []
     with torch.no_grad():
         for a, b, times in gaps:

@@ -240,7 +240,7 @@ def _fill_registered(jobs: Sequence[FillJob], device: torch.device,
     for k, job in enumerate(jobs):
         sub = SubProgress(progress, k / len(jobs), (k + 1) / len(jobs))
         frames = fill_gaps(job.visible.frames, [(g.a, g.b, g.times) for g in job.gaps],
-                           job.visible.index_values, job.held_axis, sharp=job.tiles,
+                           job.visible.index_values, job.held_axis, single_steps=job.tiles,
                            device=device, progress=sub)
         results.append(FillResult(frames, "registration"))
     return results
