@@ -12,7 +12,13 @@ import torch
 
 import TTTInterpolationLib as tl
 from TTTInterpolationLib.models import fitted_motion
-from TTTInterpolationLib.models.fitted_motion import fill_gaps, fit_fields, quadratic
+from TTTInterpolationLib.models.fitted_motion import (
+    _aligned,
+    fill_gaps,
+    fit_fields,
+    gap_timing,
+    quadratic,
+)
 from TTTInterpolationLib.volume import Sequence4D
 from TTTInterpolationLib.workflows.evaluation import evaluate_cases
 from TTTInterpolationLib.workflows.protocols import protocol_case
@@ -62,6 +68,49 @@ def test_where_nothing_moves_it_is_linear_blending(single_steps):
     for t, frame in zip((0.25, 0.5), out[0], strict=True):
         blend = (1 - t) * noisy[1].astype(np.float64) + t * noisy[2]
         assert psnr(frame, blend) > 45.0
+
+
+def test_the_timing_curve_runs_from_zero_to_one_and_eases_in_and_out():
+    assert gap_timing(0.0) == 0.0 and gap_timing(1.0) == pytest.approx(1.0)
+    assert gap_timing(0.3, (1.0, 1.0)) == pytest.approx(0.3)  # end slopes 1: linear in time
+    curve = [gap_timing(t) for t in np.linspace(0.0, 1.0, 101)]
+    assert all(b > a for a, b in zip(curve, curve[1:], strict=False))  # monotone
+    assert gap_timing(0.1) < 0.1 and gap_timing(0.9) > 0.9  # slower near both ends
+
+
+def test_a_pair_alone_stays_still_and_follows_motion_that_eases_in_and_out(monkeypatch):
+    """Two frames alone (no neighbour bends the gap): identical frames give that frame;
+    frames apart only by noise give blending weighted by the timing curve; a disc that
+    eases from x = 12 to 26 is found nearer its place than by motion linear in time."""
+    still = moving_disc([20.0] * 2)
+    for frame in fill_gaps(still, [(0, 1, (0.25, 0.5))], held_axis=2)[0]:
+        assert psnr(frame, still[0]) > 60.0
+    noisy = still + np.random.default_rng(1).normal(0.0, 1.0, still.shape).astype(np.float32)
+    for t, frame in zip((0.25, 0.5), fill_gaps(noisy, [(0, 1, (0.25, 0.5))], held_axis=2)[0],
+                        strict=True):
+        s = gap_timing(t)
+        assert psnr(frame, (1 - s) * noisy[0].astype(np.float64) + s * noisy[1]) > 45.0
+    times = (0.2, 0.35, 0.8)
+    eased = [12.0 + 14.0 * (1 - np.cos(np.pi * t)) / 2 for t in times]
+    truth = moving_disc(eased)
+    ends = moving_disc([12.0, 26.0])
+    found = fill_gaps(ends, [(0, 1, times)], held_axis=2)[0]
+    monkeypatch.setattr(fitted_motion, "GAP_TIMING_SLOPES", (1.0, 1.0))
+    in_time = fill_gaps(ends, [(0, 1, times)], held_axis=2)[0]
+    for frame, linear, true in zip(found, in_time, truth, strict=True):
+        assert psnr(frame, true) > psnr(linear, true) + 1.0
+
+
+def test_alignment_moves_two_disagreeing_frames_to_meet_where_the_blend_weights_say():
+    """Discs 4 voxels apart, weight 0.25 on the second: each moves towards the other, the
+    first by a quarter of the way, so both end up one voxel from the first."""
+    discs = torch.from_numpy(moving_disc([16.0, 20.0, 17.0]) / 100.0)[:, None]
+    (first, second, s), = _aligned([(discs[0:1], discs[1:2], 0.25)], 2, False, 100,
+                                   tl.runtime.progress.NullProgress())
+    target = discs[2].numpy() * 100.0
+    before = psnr((0.75 * discs[0] + 0.25 * discs[1]).numpy() * 100.0, target)
+    for moved in (first, second):
+        assert psnr(moved[0].numpy() * 100.0, target) > before + 5.0
 
 
 @pytest.mark.parametrize("single_steps", [False, True])

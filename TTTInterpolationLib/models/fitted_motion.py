@@ -24,9 +24,17 @@ For the frames of one sequence (visible frames only) and the gaps to fill betwee
    on the target grid as UVI-Net scales its flows; from ``b`` likewise; the two warped frames
    blended ``(1 - t, t)``. Sampling is trilinear, or for a stack of slices bilinear or (for
    single steps of a sequence, :func:`fill_gaps`) bicubic within each slice.
+4. A gap that no neighbour bends (neither end has one within range: end-diastole ->
+   end-systole, or two frames alone) lies, as a rule, between turning points of the motion,
+   and there the motion eases in and out: ``t`` above becomes :func:`gap_timing` ``(t)``
+   (learned from the training sequences), and the two warped frames are aligned to each
+   other before they are blended (:func:`_aligned`). On ACDC validation end-diastole ->
+   end-systole: +0.75 dB over blending, +0.84 with the timing, +0.93 with the alignment
+   (docs/acdc4d-headroom.md §9).
 
 Where nothing moves, the fields stay within a hundredth of a voxel of zero and the result
-is linear blending (Testing/test_fitted_motion.py).
+is blending: linear blending for the steps of a sequence; over a gap no neighbour bends,
+blending weighted by the timing curve (Testing/test_fitted_motion.py).
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from ..nn.warp import warp
-from ..runtime.progress import NullProgress, Progress
+from ..runtime.progress import NullProgress, Progress, SubProgress
 
 #: Adam steps per field, the learning rate and the smoothness weight, chosen on ACDC
 #: validation at x2 (docs/acdc4d-headroom.md §8).
@@ -59,6 +67,13 @@ NEIGHBOUR_RANGE = (0.5, 2.0)
 #: the voxels (gradients of real motion ~1e-2, independent of the volume's size) and an
 #: ``eps`` far above rounding but far below those keeps still frames still.
 ADAM_EPS = 1e-4
+#: A long gap with no neighbour frame to bend its trajectories (end-diastole -> end-systole,
+#: or two frames alone): the motion eases in and out, as it does between the turning points
+#: of a beat or a breath. Fraction of the motion done at fraction ``t`` of the time: the cubic
+#: from 0 to 1 with these slopes at the two ends (:func:`gap_timing`; 1, 1 is linear in
+#: time). Fitted on ACDC training patients 001-080, every frame between end-diastole and
+#: end-systole (``analysis/gap_timing.py``); docs/acdc4d-headroom.md §9.
+GAP_TIMING_SLOPES = (0.5, 0.1)
 #: Voxels fitted at once (fields are independent; chunks bound the memory, not the result).
 CHUNK_VOXELS = 2**24
 
@@ -151,6 +166,15 @@ def fit_fields(frames: torch.Tensor, pairs: Sequence[tuple[int, int]],
     return fields
 
 
+def gap_timing(t: float, slopes: tuple[float, float] | None = None) -> float:
+    """Fraction of a gap's motion done at fraction ``t`` of its time: the cubic (Hermite)
+    through 0 at 0 and 1 at 1 with ``slopes`` (in gap units; default
+    :data:`GAP_TIMING_SLOPES`) at the two ends."""
+    start, end = slopes or GAP_TIMING_SLOPES
+    return ((t**3 - 2 * t**2 + t) * start + (3 * t**2 - 2 * t**3)
+            + (t**3 - t**2) * end)
+
+
 def quadratic(near: torch.Tensor, far: torch.Tensor | None, tau_far: float,
               tau: float) -> torch.Tensor:
     """Displacement at ``tau`` (gap lengths from the source frame) of a trajectory through
@@ -172,7 +196,7 @@ def _beyond(values: Sequence[float], a: int, b: int) -> tuple[int, float] | None
     return (other, -ratio) if low <= ratio <= high else None
 
 
-def _moved(fields: FittedFields, x: torch.Tensor, source: int, target: int,
+def move_frame(fields: FittedFields, x: torch.Tensor, source: int, target: int,
            far: tuple[int, float] | None, tau: float) -> torch.Tensor:
     """Frame ``source`` moved ``tau`` gap lengths along its trajectory towards ``target``
     (bent through the frame ``far``, as :func:`_beyond` gives it, where there is one)."""
@@ -208,17 +232,48 @@ def fill_gaps(frames: np.ndarray, gaps: Sequence[tuple[int, int, Sequence[float]
         pairs += [(a, b), (b, a)]
         pairs += [(a, far_a[0])] if far_a else []
         pairs += [(b, far_b[0])] if far_b else []
-    fields = fit_fields(x, pairs, held_axis, single_steps, steps, progress)
+    # Gaps no neighbour bends ease in and out and align their two moved frames (a long gap:
+    # half the progress after the fit of the trajectories).
+    unbent = [k for k, g in enumerate(gaps) if ends[g[:2]] == (None, None)]
+    fields = fit_fields(x, pairs, held_axis, single_steps, steps,
+                        SubProgress(progress, 0.0, 0.5 if unbent else 1.0))
     out = []
-    with torch.no_grad():
-        for a, b, times in gaps:
-            far_a, far_b = ends[(a, b)]
-            frames_t = []
+    for k, (a, b, times) in enumerate(gaps):
+        far_a, far_b = ends[(a, b)]
+        moved = []
+        with torch.no_grad():
             for t in times:
-                from_a = _moved(fields, x, a, b, far_a, t)
-                from_b = _moved(fields, x, b, a, far_b, 1.0 - t)
-                frame = ((1.0 - t) * from_a + t * from_b)[0, 0].double().cpu().numpy()
-                frames_t.append((low + frame * scale).astype(np.float32))
-            out.append(frames_t)
+                s = gap_timing(t) if k in unbent else t
+                moved.append((move_frame(fields, x, a, b, far_a, s),
+                              move_frame(fields, x, b, a, far_b, 1.0 - s), s))
+        if k in unbent:
+            done = unbent.index(k) / len(unbent)
+            moved = _aligned(moved, held_axis, single_steps, steps, SubProgress(
+                progress, 0.5 + 0.5 * done, 0.5 + 0.5 * (done + 1 / len(unbent))))
+        frames_t = []
+        for from_a, from_b, s in moved:
+            frame = ((1.0 - s) * from_a + s * from_b)[0, 0].double().cpu().numpy()
+            frames_t.append((low + frame * scale).astype(np.float32))
+        out.append(frames_t)
     progress.update("fit", 1.0, "motion fitted")
     return out
+
+
+def _aligned(moved: list[tuple[torch.Tensor, torch.Tensor, float]], held_axis: int | None,
+             single_steps: bool, steps: int,
+             progress: Progress) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """The two moved frames of each new frame, aligned to each other where they meet.
+
+    Why: each end frame reaches the new frame's time along its own fitted trajectory; where
+    the two disagree by a pixel or two, blending them doubles the edges. A field fitted
+    between the two moved frames (both ways) moves each the fraction of the way to the other
+    that its blend weight gives the other, so the edges meet where the blend would put them.
+    """
+    stacked = torch.cat([torch.cat([from_a, from_b]) for from_a, from_b, _ in moved])
+    pairs = [(2 * k, 2 * k + 1) for k in range(len(moved))]
+    pairs += [(b, a) for a, b in pairs]
+    fields = fit_fields(stacked, pairs, held_axis, single_steps, steps, progress)
+    with torch.no_grad():
+        return [(fields.warp(from_a, s * fields.field(2 * k, 2 * k + 1)),
+                 fields.warp(from_b, (1.0 - s) * fields.field(2 * k + 1, 2 * k)), s)
+                for k, (from_a, from_b, s) in enumerate(moved)]
