@@ -36,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the engine besid
 
 from TTTInterpolationLib.data.slices import through_plane_axis
 from TTTInterpolationLib.models import fitted_motion as fm
-from TTTInterpolationLib.runtime.progress import NullProgress
 from TTTInterpolationLib.workflows.sequence_cases import load_cases
 
 CROP, BATCH = 64, 16
@@ -56,29 +55,16 @@ class Frames:
 
 
 def moved_frames(case) -> Frames:
-    """The fitted motion's two moved frames for every hidden frame (``fill_gaps``' steps)."""
+    """The fitted motion's two moved frames for every hidden frame (:func:`moved_pairs`)."""
     frames, values = case.visible.frames, case.visible.index_values
     low, high = float(frames.min()), float(frames.max())
     x = torch.from_numpy(((frames.astype(np.float32) - low) / (high - low))[:, None])
     held = through_plane_axis(case.visible.geometry, case.visible.shape3d, "auto")
-    single = case.protocol != "edes"
-    ends = {(g.a, g.b): (fm._beyond(values, g.a, g.b), fm._beyond(values, g.b, g.a))
-            for g in case.gaps}
-    pairs = []
-    for (a, b), (far_a, far_b) in ends.items():
-        pairs += [(a, b), (b, a)] + ([(a, far_a[0])] if far_a else [])
-        pairs += [(b, far_b[0])] if far_b else []
-    fields = fm.fit_fields(x, pairs, held, single)
+    gaps = [(g.a, g.b, g.times) for g in case.gaps]
     rows: list[tuple[np.ndarray, ...]] = []
-    for gap, truths in zip(case.gaps, case.truths, strict=True):
-        far_a, far_b = ends[(gap.a, gap.b)]
-        unbent = far_a is None and far_b is None
-        with torch.no_grad():
-            moved = [(fm.move_frame(fields, x, gap.a, gap.b, far_a, s),
-                      fm.move_frame(fields, x, gap.b, gap.a, far_b, 1.0 - s), s)
-                     for s in (fm.gap_timing(t) if unbent else t for t in gap.times)]
-        if unbent:
-            moved = fm._aligned(moved, held, single, fm.STEPS, NullProgress())
+    for gap, moved, truths in zip(case.gaps, fm.moved_pairs(x, gaps, values, held,
+                                                             case.protocol != "edes"),
+                                  case.truths, strict=True):
         for (from_a, from_b, s), truth in zip(moved, truths, strict=True):
             rows.append((from_a[0, 0].numpy(), from_b[0, 0].numpy(), x[gap.a, 0].numpy(),
                          x[gap.b, 0].numpy(), (truth - low) / (high - low), s))

@@ -39,7 +39,7 @@ blending weighted by the timing curve (Testing/test_fitted_motion.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -222,10 +222,32 @@ def fill_gaps(frames: np.ndarray, gaps: Sequence[tuple[int, int, Sequence[float]
     and blurred frames blend better: there bicubic lost 0.12 dB.
     """
     progress = progress or NullProgress()
-    values = list(values) if values is not None else list(range(len(frames)))
     low, high = float(frames.min()), float(frames.max())
     scale = high - low if high > low else 1.0
     x = torch.from_numpy(((frames.astype(np.float32) - low) / scale)[:, None]).to(device)
+    out = []
+    for moved in moved_pairs(x, gaps, values, held_axis, single_steps, steps, progress):
+        frames_t = []
+        for from_a, from_b, s in moved:
+            frame = ((1.0 - s) * from_a + s * from_b)[0, 0].double().cpu().numpy()
+            frames_t.append((low + frame * scale).astype(np.float32))
+        out.append(frames_t)
+    progress.update("fit", 1.0, "motion fitted")
+    return out
+
+
+def moved_pairs(x: torch.Tensor, gaps: Sequence[tuple[int, int, Sequence[float]]],
+                values: Sequence[float] | None = None, held_axis: int | None = None,
+                single_steps: bool = False, steps: int = STEPS,
+                progress: Progress | None = None,
+                ) -> Iterator[list[tuple[torch.Tensor, torch.Tensor, float]]]:
+    """Per gap of ``x`` ``(N, 1, D1, D2, D3)`` (0..1), per new frame: the two end frames moved
+    to its time and the blend weight of the second (:func:`fill_gaps`, which blends them).
+
+    One gap at a time, so that only one gap's moved frames are held at once.
+    """
+    progress = progress or NullProgress()
+    values = list(values) if values is not None else list(range(len(x)))
     ends = {g[:2]: (_beyond(values, g[0], g[1]), _beyond(values, g[1], g[0])) for g in gaps}
     pairs: list[tuple[int, int]] = []
     for (a, b), (far_a, far_b) in ends.items():
@@ -237,7 +259,6 @@ def fill_gaps(frames: np.ndarray, gaps: Sequence[tuple[int, int, Sequence[float]
     unbent = [k for k, g in enumerate(gaps) if ends[g[:2]] == (None, None)]
     fields = fit_fields(x, pairs, held_axis, single_steps, steps,
                         SubProgress(progress, 0.0, 0.5 if unbent else 1.0))
-    out = []
     for k, (a, b, times) in enumerate(gaps):
         far_a, far_b = ends[(a, b)]
         moved = []
@@ -250,13 +271,7 @@ def fill_gaps(frames: np.ndarray, gaps: Sequence[tuple[int, int, Sequence[float]
             done = unbent.index(k) / len(unbent)
             moved = _aligned(moved, held_axis, single_steps, steps, SubProgress(
                 progress, 0.5 + 0.5 * done, 0.5 + 0.5 * (done + 1 / len(unbent))))
-        frames_t = []
-        for from_a, from_b, s in moved:
-            frame = ((1.0 - s) * from_a + s * from_b)[0, 0].double().cpu().numpy()
-            frames_t.append((low + frame * scale).astype(np.float32))
-        out.append(frames_t)
-    progress.update("fit", 1.0, "motion fitted")
-    return out
+        yield moved
 
 
 def _aligned(moved: list[tuple[torch.Tensor, torch.Tensor, float]], held_axis: int | None,
