@@ -80,10 +80,16 @@ def _block(inputs: int, outputs: int) -> nn.Sequential:
 
 
 class Correction(nn.Module):
-    """A three-level 2D U-Net: (moved a, moved b, end a, end b, t) -> correction."""
+    """A three-level 2D U-Net: (moved a, moved b, end a, end b, t) -> correction.
 
-    def __init__(self, width: int = 24) -> None:
+    With a ``gate``, the correction is multiplied by ``min(1, d / gate)``, ``d`` the 5x5 mean
+    of ``|moved a - moved b| + |end a - end b|``: zero where nothing changes, so still frames
+    stay blending.
+    """
+
+    def __init__(self, width: int = 24, gate: float | None = None) -> None:
         super().__init__()
+        self.gate = gate
         self.e1, self.e2 = _block(5, width), _block(width, 2 * width)
         self.e3 = _block(2 * width, 4 * width)
         self.d2, self.d1 = _block(6 * width, 2 * width), _block(3 * width, width)
@@ -97,7 +103,11 @@ class Correction(nn.Module):
         e3 = self.e3(F.avg_pool2d(e2, 2))
         d2 = self.d2(torch.cat([F.interpolate(e3, scale_factor=2, mode="bilinear"), e2], 1))
         d1 = self.d1(torch.cat([F.interpolate(d2, scale_factor=2, mode="bilinear"), e1], 1))
-        return self.out(d1)
+        if self.gate is None:
+            return self.out(d1)
+        change = (x[:, 0:1] - x[:, 1:2]).abs() + (x[:, 2:3] - x[:, 3:4]).abs()
+        change = F.avg_pool2d(change, 5, stride=1, padding=2)
+        return self.out(d1) * (change / self.gate).clamp(max=1.0)
 
 
 def inputs(f: Frames, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,6 +177,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gate", type=float, help="gate the correction (0.02: docs §10)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -177,7 +188,7 @@ def main() -> None:
                   load_cases(args.validation, args.split, protocol=args.protocol)]
     print(f"{len(train)} training cases ({sum(len(f.weights) for f in train)} frames), "
           f"{len(validation)} validation cases; {time.time() - start:.0f} s", flush=True)
-    net = Correction()
+    net = Correction(gate=args.gate)
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.steps)
     for step in range(1, args.steps + 1):
