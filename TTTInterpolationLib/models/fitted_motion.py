@@ -126,9 +126,10 @@ class FittedFields:
 
 def fit_fields(frames: torch.Tensor, pairs: Sequence[tuple[int, int]],
                held_axis: int | None = None, single_steps: bool = False,
-               steps: int = STEPS,
-               progress: Progress | None = None) -> FittedFields:
-    """Fit one field per ``(source, target)`` pair of ``frames`` ``(N, 1, D1, D2, D3)``.
+               steps: int = STEPS, progress: Progress | None = None,
+               task: str = "fitting motion") -> FittedFields:
+    """Fit one field per ``(source, target)`` pair of ``frames`` ``(N, 1, D1, D2, D3)``
+    (``task`` names the work in the progress messages).
 
     Each field's loss is its own, summed over its voxels (so a field's result does not
     depend on which chunk it was fitted in, nor its gradients on the volume's size).
@@ -159,7 +160,7 @@ def fit_fields(frames: torch.Tensor, pairs: Sequence[tuple[int, int]],
             schedule.step()
             if step % 10 == 0:
                 done = (start + (step + 1) / steps * len(part)) / len(pairs)
-                progress.update("fit", done, f"fitting motion: fields {start + 1}-"
+                progress.update("fit", done, f"{task}: fields {start + 1}-"
                                 f"{start + len(part)} of {len(pairs)}")
         for k, pair in enumerate(part):
             fields.params[pair] = params[k].detach()
@@ -287,7 +288,8 @@ def _aligned(moved: list[tuple[torch.Tensor, torch.Tensor, float]], held_axis: i
     stacked = torch.cat([torch.cat([from_a, from_b]) for from_a, from_b, _ in moved])
     pairs = [(2 * k, 2 * k + 1) for k in range(len(moved))]
     pairs += [(b, a) for a, b in pairs]
-    fields = fit_fields(stacked, pairs, held_axis, single_steps, steps, progress)
+    fields = fit_fields(stacked, pairs, held_axis, single_steps, steps, progress,
+                        "aligning the frames moved from both ends")
     with torch.no_grad():
         return [(fields.warp(from_a, s * fields.field(2 * k, 2 * k + 1)),
                  fields.warp(from_b, (1.0 - s) * fields.field(2 * k + 1, 2 * k)), s)
