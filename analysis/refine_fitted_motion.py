@@ -51,6 +51,7 @@ class Frames:
     end_b: np.ndarray
     truth: np.ndarray
     weights: np.ndarray  # the blend weight of each frame (``t``, or the timing curve's)
+    times: np.ndarray  # each frame's ``t`` (linear blending's weight)
     window: tuple[float, float]  # the sequence's min-max on this scale (PSNR (seq))
 
 
@@ -65,12 +66,13 @@ def moved_frames(case) -> Frames:
     for gap, moved, truths in zip(case.gaps, fm.moved_pairs(x, gaps, values, held,
                                                              case.protocol != "edes"),
                                   case.truths, strict=True):
-        for (from_a, from_b, s), truth in zip(moved, truths, strict=True):
+        for (from_a, from_b, s), t, truth in zip(moved, gap.times, truths, strict=True):
             rows.append((from_a[0, 0].numpy(), from_b[0, 0].numpy(), x[gap.a, 0].numpy(),
-                         x[gap.b, 0].numpy(), (truth - low) / (high - low), s))
+                         x[gap.b, 0].numpy(), (truth - low) / (high - low), s, t))
     stack = [np.stack([r[i] for r in rows]).astype(np.float32) for i in range(5)]
     w_low, w_high = case.window
     return Frames(*stack, np.array([r[5] for r in rows], np.float32),
+                  np.array([r[6] for r in rows], np.float32),
                   ((w_low - low) / (high - low), (w_high - low) / (high - low)))
 
 
@@ -133,7 +135,7 @@ def gains(net: Correction, cases: list[Frames]) -> tuple[float, float, float]:
                 padded = F.pad(x, (0, (-w) % 4, 0, (-h) % 4), mode="replicate")
                 corrected = blend + net(padded)[:, :, :h, :w]
                 truth = torch.from_numpy(f.truth[k]).permute(2, 0, 1)[:, None]
-                t = float(f.weights[k])
+                t = float(f.times[k])  # over a long gap the blend weight follows the curve
                 linear = ((1 - t) * torch.from_numpy(f.end_a[k])
                           + t * torch.from_numpy(f.end_b[k])).permute(2, 0, 1)[:, None]
                 scores.append([-10 * np.log10(float((((p - truth) / (high - low)) ** 2).mean()))
