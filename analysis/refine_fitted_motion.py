@@ -119,7 +119,6 @@ def corrected_blend(net: MotionCorrection, moved_a: torch.Tensor, moved_b: torch
 class Frames:
     """One case's hidden frames on the visible frames' 0..1 scale, ``(K, D1, D2, D3)`` each."""
 
-    name: str
     moved_a: np.ndarray
     moved_b: np.ndarray
     end_a: np.ndarray
@@ -147,8 +146,7 @@ def moved_frames(case) -> Frames:
                          x[gap.b, 0].numpy(), (truth - low) / (high - low), s))
     stack = [np.stack([r[i] for r in rows]).astype(np.float32) for i in range(5)]
     w_low, w_high = case.window
-    return Frames(f"{case.name} {case.protocol}", *stack,
-                  np.array([r[5] for r in rows], np.float32), held,
+    return Frames(*stack, np.array([r[5] for r in rows], np.float32), held,
                   ((w_low - low) / (high - low), (w_high - low) / (high - low)))
 
 
